@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev grpc-proto
   prometheus-cpp-dev libgloo-dev libopenblas-dev nlohmann-json3-dev libcli11-dev
-  libspdlog-dev libabsl-dev libre2-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libspdlog-dev libabsl-dev libre2-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev
   prometheus iproute2 curl
 )
 

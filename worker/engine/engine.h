@@ -1,0 +1,67 @@
+// The engine API: transport-free. Submit a request, receive its outputs
+// through a callback, cancel it, read stats. The gRPC service (worker/service)
+// is a thin adapter around this interface; tests drive it directly.
+//
+// Thread-safety: all methods may be called from any thread. Output callbacks
+// run on the engine's step thread, must not block and must not call back into
+// the engine synchronously (Cancel from a callback is allowed).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "worker/engine/request.h"
+
+namespace strata::tokenizer {
+class Tokenizer;
+}
+namespace strata::model {
+struct ModelConfig;
+}
+
+namespace strata::engine {
+
+struct EngineStats {
+  int32_t running = 0;   // sequences in the running batch
+  int32_t waiting = 0;   // accepted, not yet scheduled
+  int32_t kv_blocks_total = 0;
+  int32_t kv_blocks_free = 0;
+  uint64_t requests_finished = 0;
+  uint64_t prompt_tokens = 0;      // processed so far, all requests
+  uint64_t generated_tokens = 0;   // generated so far, all requests
+  uint64_t steps = 0;              // forward steps run
+};
+
+class Engine {
+ public:
+  using OutputCallback = std::function<void(GenerationOutput)>;
+
+  virtual ~Engine() = default;
+
+  // Validates and enqueues. Errors (returned, callback never called):
+  // INVALID_ARGUMENT naming the field (max_tokens <= 0, temperature NaN or < 0,
+  // top_p outside (0, 1], empty prompt, ids outside the vocabulary, ...),
+  // OUT_OF_RANGE when the prompt does not fit the context, ALREADY_EXISTS for a
+  // request id in flight, UNAVAILABLE when the engine is shutting down.
+  // On OK, `on_output` is called one or more times; the last call has
+  // finished == true.
+  virtual absl::Status Submit(GenerationRequest request, OutputCallback on_output) = 0;
+
+  // Stops a request; its last output has finish_reason kCancelled. Unknown or
+  // finished ids are ignored. Resources are freed before the next step.
+  virtual void Cancel(std::string_view request_id) = 0;
+
+  virtual EngineStats Stats() const = 0;
+
+  virtual const tokenizer::Tokenizer& tokenizer() const = 0;
+  virtual const model::ModelConfig& model_config() const = 0;
+
+  // Stops the step thread; requests still in flight finish as cancelled.
+  virtual void Shutdown() = 0;
+};
+
+}  // namespace strata::engine

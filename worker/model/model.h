@@ -1,0 +1,54 @@
+// The model: weights of one shard plus a forward pass over a ForwardBatch,
+// written once against the Backend interface (worker/backend/backend.h).
+//
+// Thread-safety: Forward() is called by one thread at a time (the engine's
+// step thread); the config is immutable.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/model/forward_batch.h"
+#include "worker/model/model_config.h"
+
+namespace strata::model {
+
+struct LoadOptions {
+  std::string model_dir;  // HF folder: config.json, *.safetensors, tokenizer files
+  // Build the architecture from config.json alone with seeded random weights,
+  // reading no safetensors (benchmarks on large shapes).
+  bool random_weights = false;
+  uint64_t random_seed = 0;
+  // dtype for random weights; also what F32/F16/BF16 file weights are kept as
+  // when set (unset: as stored in the file).
+  std::optional<DType> weight_dtype;
+  // Number of KV cache blocks and tokens per block.
+  int32_t kv_block_size = 16;
+  int32_t kv_num_blocks = 0;  // 0: enough for max_position_embeddings * 4 tokens
+  int32_t num_threads = 0;    // CPU threads for kernels; 0: all cores
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  // Loads config and weights (memory-mapped, validated against the config) and
+  // allocates the KV cache. Errors name the file and the problem in one line.
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const LoadOptions& options);
+
+  virtual const ModelConfig& config() const = 0;
+  virtual int32_t kv_block_size() const = 0;
+  virtual int32_t kv_num_blocks() const = 0;
+  virtual uint64_t weight_bytes() const = 0;
+  virtual DType weight_dtype() const = 0;
+
+  // Runs one step: appends K/V of the batch's tokens to the cache and writes
+  // logits [batch.NumLogitRows(), vocab_size] (row-major, F32) for the last
+  // token of each sequence that wants logits.
+  virtual absl::Status Forward(const ForwardBatch& batch, std::vector<float>& logits) = 0;
+};
+
+}  // namespace strata::model
