@@ -7,8 +7,6 @@
 BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 MODEL ?= models/stories260k
-TP ?= 1
-PP ?= 1
 CTEST_ARGS ?=
 JOBS ?= $(shell nproc)
 
@@ -36,7 +34,7 @@ test: build
 
 run: configure
 	ninja -C $(BUILD_DIR) -j $(JOBS) strata-worker strata-router strata
-	scripts/run-local.sh --build-dir $(BUILD_DIR) --model $(MODEL) --tp $(TP) --pp $(PP)
+	scripts/run-local.sh --build-dir $(BUILD_DIR) --model $(MODEL)
 
 bench: configure
 	ninja -C $(BUILD_DIR) -j $(JOBS) strata-model-bench strata-stream-bench
