@@ -2,9 +2,12 @@
 // through a callback, cancel it, read stats. The gRPC service (worker/service)
 // is a thin adapter around this interface; tests drive it directly.
 //
+// The implementation is BatchingEngine (batching_engine.h); CreateEngine
+// (engine_factory.h) builds one from a model folder.
+//
 // Thread-safety: all methods may be called from any thread. Output callbacks
-// run on the engine's step thread, must not block and must not call back into
-// the engine synchronously (Cancel from a callback is allowed).
+// run on the engine's step thread and must not block; they may call Submit,
+// Cancel and Stats, but not Shutdown (it joins the step thread).
 #pragma once
 
 #include <cstdint>
@@ -25,15 +28,19 @@ struct ModelConfig;
 
 namespace strata::engine {
 
+// A snapshot. A request's resources are released, and these counts updated,
+// before its last output is delivered.
 struct EngineStats {
-  int32_t running = 0;   // sequences in the running batch
-  int32_t waiting = 0;   // accepted, not yet scheduled
+  int32_t running = 0;  // sequences in the running batch
+  int32_t waiting = 0;  // accepted, not yet scheduled
   int32_t kv_blocks_total = 0;
+  // Blocks neither in use nor reserved by a running sequence (each reserves,
+  // on admission, what its prompt plus max_tokens could need).
   int32_t kv_blocks_free = 0;
   uint64_t requests_finished = 0;
-  uint64_t prompt_tokens = 0;      // processed so far, all requests
-  uint64_t generated_tokens = 0;   // generated so far, all requests
-  uint64_t steps = 0;              // forward steps run
+  uint64_t prompt_tokens = 0;     // processed so far, all requests
+  uint64_t generated_tokens = 0;  // generated so far, all requests
+  uint64_t steps = 0;             // forward steps run
 };
 
 class Engine {
@@ -43,10 +50,15 @@ class Engine {
   virtual ~Engine() = default;
 
   // Validates and enqueues. Errors (returned, callback never called):
-  // INVALID_ARGUMENT naming the field (max_tokens <= 0, temperature NaN or < 0,
-  // top_p outside (0, 1], empty prompt, ids outside the vocabulary, ...),
-  // OUT_OF_RANGE when the prompt does not fit the context, ALREADY_EXISTS for a
-  // request id in flight, UNAVAILABLE when the engine is shutting down.
+  // INVALID_ARGUMENT naming the field (max_tokens <= 0, temperature NaN, inf
+  // or < 0, top_p outside (0, 1], min_p outside [0, 1], top_k < 0,
+  // repetition_penalty <= 0, presence/frequency_penalty outside [-2, 2],
+  // top_logprobs outside [0, 20], an empty stop string, empty prompt, ids
+  // outside the vocabulary), OUT_OF_RANGE when the prompt leaves no room in
+  // the context (max_position_embeddings), RESOURCE_EXHAUSTED when prompt +
+  // max_tokens can never fit the whole KV cache, ALREADY_EXISTS for a request
+  // id in flight, UNAVAILABLE when the engine is shutting down.
+  // max_tokens is clamped to the context left (unset: all of it).
   // On OK, `on_output` is called one or more times; the last call has
   // finished == true.
   virtual absl::Status Submit(GenerationRequest request, OutputCallback on_output) = 0;

@@ -1,0 +1,261 @@
+#include "worker/engine/batching_engine.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+#include "worker/engine/check.h"
+
+namespace strata::engine {
+
+absl::StatusOr<std::unique_ptr<BatchingEngine>> BatchingEngine::Create(
+    std::unique_ptr<model::Model> model, std::unique_ptr<tokenizer::Tokenizer> tokenizer,
+    const SchedulerOptions& options) {
+  if (model == nullptr || tokenizer == nullptr) {
+    return absl::InvalidArgumentError("engine needs a model and a tokenizer");
+  }
+  if (options.max_running_sequences < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_running_sequences must be >= 1, got ", options.max_running_sequences));
+  }
+  if (options.max_batched_tokens < options.max_running_sequences) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_batched_tokens (", options.max_batched_tokens,
+                     ") must be >= max_running_sequences (", options.max_running_sequences, ")"));
+  }
+  if (model->kv_num_blocks() <= 0 || model->kv_block_size() <= 0) {
+    return absl::FailedPreconditionError(absl::StrCat("model has no KV cache (",
+                                                      model->kv_num_blocks(), " blocks of ",
+                                                      model->kv_block_size(), " tokens)"));
+  }
+  if (model->config().vocab_size <= 0 || model->config().max_position_embeddings <= 1) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model config has vocab_size ", model->config().vocab_size,
+                     " and max_position_embeddings ", model->config().max_position_embeddings));
+  }
+  return std::unique_ptr<BatchingEngine>(
+      new BatchingEngine(std::move(model), std::move(tokenizer), options));
+}
+
+BatchingEngine::BatchingEngine(std::unique_ptr<model::Model> model,
+                               std::unique_ptr<tokenizer::Tokenizer> tokenizer,
+                               const SchedulerOptions& options)
+    : model_(std::move(model)),
+      tokenizer_(std::move(tokenizer)),
+      blocks_(model_->kv_num_blocks(), model_->kv_block_size()),
+      scheduler_(options, blocks_) {
+  limits_.vocab_size = model_->config().vocab_size;
+  limits_.max_context = model_->config().max_position_embeddings;
+  limits_.kv_capacity_tokens =
+      static_cast<int64_t>(model_->kv_num_blocks()) * model_->kv_block_size();
+  {
+    absl::MutexLock lock(&mu_);
+    stats_.kv_blocks_total = blocks_.num_total();
+    stats_.kv_blocks_free = blocks_.num_unreserved();
+  }
+  step_thread_ = std::thread([this] { StepLoop(); });
+}
+
+BatchingEngine::~BatchingEngine() { Shutdown(); }
+
+absl::Status BatchingEngine::Submit(GenerationRequest request, OutputCallback on_output) {
+  if (!on_output) return absl::InvalidArgumentError("on_output callback is empty");
+  // Validation and tokenization run on the caller's thread, outside the lock.
+  absl::StatusOr<PreparedPrompt> prepared = PrepareRequest(request, *tokenizer_, limits_);
+  if (!prepared.ok()) return prepared.status();
+
+  absl::MutexLock lock(&mu_);
+  if (shutting_down_) return absl::UnavailableError("engine is shutting down");
+  std::string request_id = request.request_id;
+  if (request_id.empty()) {
+    do {
+      request_id = absl::StrCat("req-", next_generated_id_++);
+    } while (in_flight_ids_.contains(request_id));
+  } else if (in_flight_ids_.contains(request_id)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("request_id \"", request_id, "\" is already in flight"));
+  }
+  in_flight_ids_.insert(request_id);
+  incoming_.push_back(std::make_unique<Sequence>(
+      std::move(request_id), request, *std::move(prepared), std::move(on_output),
+      model_->config().eos_token_ids, *tokenizer_, next_arrival_++));
+  return absl::OkStatus();
+}
+
+void BatchingEngine::Cancel(std::string_view request_id) {
+  absl::MutexLock lock(&mu_);
+  std::string id(request_id);
+  if (in_flight_ids_.contains(id)) cancel_requested_.insert(std::move(id));
+}
+
+EngineStats BatchingEngine::Stats() const {
+  absl::MutexLock lock(&mu_);
+  EngineStats stats = stats_;
+  stats.waiting += static_cast<int32_t>(incoming_.size());
+  return stats;
+}
+
+void BatchingEngine::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    shutting_down_ = true;
+  }
+  if (step_thread_.joinable()) step_thread_.join();
+}
+
+void BatchingEngine::StepLoop() {
+  while (true) {
+    std::vector<std::unique_ptr<Sequence>> arrivals;
+    absl::flat_hash_set<std::string> cancels;
+    bool shutting_down = false;
+    {
+      const bool idle = sequences_.empty();
+      absl::MutexLock lock(&mu_);
+      auto has_news = [this, idle]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return shutting_down_ || !incoming_.empty() || !cancel_requested_.empty() || !idle;
+      };
+      mu_.Await(absl::Condition(&has_news));
+      arrivals.swap(incoming_);
+      // Until the next Deliver publishes the scheduler's count, they still count as waiting.
+      stats_.waiting += static_cast<int32_t>(arrivals.size());
+      cancels.swap(cancel_requested_);
+      shutting_down = shutting_down_;
+    }
+    for (auto& sequence : arrivals) {
+      scheduler_.Enqueue(sequence.get());
+      std::string id = sequence->request_id();
+      sequences_.emplace(std::move(id), std::move(sequence));
+    }
+
+    std::vector<Delivery> deliveries;
+    // Cancellations free their resources before the step, so the step never
+    // computes for them.
+    for (const std::string& id : cancels) {
+      auto it = sequences_.find(id);
+      if (it == sequences_.end()) continue;
+      GenerationOutput output;
+      it->second->FinishWithoutToken(FinishReason::kCancelled, output);
+      Retire(it->second.get(), std::move(output), deliveries);
+    }
+    if (shutting_down) {
+      CancelAll(deliveries);
+      Deliver(deliveries);
+      return;
+    }
+
+    const std::vector<ScheduledChunk> plan = scheduler_.Schedule();
+    // Every accepted request fits the whole cache and the step budget covers
+    // every running sequence, so work left over always yields a plan;
+    // otherwise this loop would spin.
+    STRATA_CHECK(!plan.empty() || sequences_.empty(),
+                 absl::StrCat(sequences_.size(), " sequences but nothing to schedule"));
+    if (!plan.empty()) RunStep(plan, deliveries);
+    Deliver(deliveries);
+  }
+}
+
+void BatchingEngine::CancelAll(std::vector<Delivery>& deliveries) {
+  std::vector<Sequence*> remaining;
+  for (auto& [id, sequence] : sequences_) remaining.push_back(sequence.get());
+  std::sort(remaining.begin(), remaining.end(), [](const Sequence* a, const Sequence* b) {
+    return a->arrival_order() < b->arrival_order();
+  });
+  for (Sequence* sequence : remaining) {
+    GenerationOutput output;
+    sequence->FinishWithoutToken(FinishReason::kCancelled, output);
+    Retire(sequence, std::move(output), deliveries);
+  }
+}
+
+void BatchingEngine::RunStep(const std::vector<ScheduledChunk>& plan,
+                             std::vector<Delivery>& deliveries) {
+  model::ForwardBatch batch;
+  batch.sequences.reserve(plan.size());
+  for (const ScheduledChunk& chunk : plan) {
+    Sequence& sequence = *chunk.sequence;
+    model::BatchSequence entry;
+    entry.first_token = batch.num_tokens();
+    entry.num_tokens = chunk.num_tokens;
+    entry.context_len = sequence.num_computed + chunk.num_tokens;
+    entry.block_table = sequence.block_table;
+    entry.wants_logits = entry.context_len == sequence.num_tokens();
+    for (int32_t position = sequence.num_computed; position < entry.context_len; ++position) {
+      batch.token_ids.push_back(sequence.token_ids()[position]);
+      batch.positions.push_back(position);
+    }
+    batch.sequences.push_back(std::move(entry));
+  }
+
+  const int32_t vocab = limits_.vocab_size;
+  absl::Status status = model_->Forward(batch, logits_);
+  ++steps_;
+  const size_t expected_logits = static_cast<size_t>(batch.NumLogitRows()) * vocab;
+  if (status.ok() && logits_.size() != expected_logits) {
+    status = absl::InternalError(
+        absl::StrCat("model returned ", logits_.size(), " logits, expected ", expected_logits));
+  }
+  if (!status.ok()) {
+    // The cache of these sequences is in an unknown state: fail them, keep serving the rest.
+    spdlog::error("forward step failed for {} sequences: {}", plan.size(),
+                  std::string(status.message()));
+    for (const ScheduledChunk& chunk : plan) {
+      GenerationOutput output;
+      chunk.sequence->FinishWithError(status, output);
+      Retire(chunk.sequence, std::move(output), deliveries);
+    }
+    return;
+  }
+
+  size_t row = 0;
+  for (size_t i = 0; i < plan.size(); ++i) {
+    Sequence& sequence = *plan[i].sequence;
+    const int32_t before = sequence.num_computed;
+    sequence.num_computed += plan[i].num_tokens;
+    prompt_tokens_ += std::max(0, std::min(sequence.num_computed, sequence.prompt_len()) -
+                                      std::min(before, sequence.prompt_len()));
+    if (!batch.sequences[i].wants_logits) continue;
+    GenerationOutput output;
+    sequence.AppendFromLogits(std::span<float>(logits_.data() + row * vocab, vocab), output);
+    ++row;
+    ++generated_tokens_;
+    if (sequence.finished()) {
+      Retire(&sequence, std::move(output), deliveries);
+    } else {
+      deliveries.push_back({sequence.on_output(), std::move(output)});
+    }
+  }
+}
+
+void BatchingEngine::Retire(Sequence* sequence, GenerationOutput output,
+                            std::vector<Delivery>& deliveries) {
+  STRATA_CHECK(sequence->finished(), "retiring an unfinished sequence");
+  scheduler_.Remove(sequence);
+  deliveries.push_back({sequence->on_output(), std::move(output)});
+  std::string request_id = sequence->request_id();
+  ++requests_finished_;
+  sequences_.erase(request_id);  // destroys *sequence
+  retired_ids_.push_back(std::move(request_id));
+}
+
+void BatchingEngine::Deliver(std::vector<Delivery>& deliveries) {
+  {
+    absl::MutexLock lock(&mu_);
+    for (const std::string& id : retired_ids_) {
+      in_flight_ids_.erase(id);
+      cancel_requested_.erase(id);
+    }
+    stats_.running = scheduler_.num_running();
+    stats_.waiting = scheduler_.num_waiting();
+    stats_.kv_blocks_free = blocks_.num_unreserved();
+    stats_.requests_finished = requests_finished_;
+    stats_.prompt_tokens = prompt_tokens_;
+    stats_.generated_tokens = generated_tokens_;
+    stats_.steps = steps_;
+  }
+  retired_ids_.clear();
+  for (Delivery& delivery : deliveries) (*delivery.callback)(std::move(delivery.output));
+  deliveries.clear();
+}
+
+}  // namespace strata::engine

@@ -1,0 +1,106 @@
+// The engine: one step thread that runs the model over a batch of sequences
+// per step (the decode token of every running sequence plus prefill chunks of
+// newly admitted ones, as FcfsScheduler picks them), samples, applies stop
+// conditions, detokenizes and calls each request's output callback.
+//
+// Life of a request: Submit validates it and encodes the prompt on the
+// caller's thread, then queues it; the step thread moves it to the scheduler,
+// which admits it when a running slot and its KV blocks are free; each step
+// feeds its uncomputed tokens to Model::Forward; the logits of its last token
+// give the next one; when it finishes (stop, eos, length, cancel, error) its
+// blocks go back to the allocator before its last output is delivered, so
+// Stats() read from that callback already shows them free.
+//
+// Thread-safety: as Engine. Submit, Cancel and Stats take a mutex briefly;
+// callbacks run on the step thread without it held, so they may call Cancel
+// and Stats (not Shutdown, which joins the step thread).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "worker/engine/block_allocator.h"
+#include "worker/engine/engine.h"
+#include "worker/engine/fcfs_scheduler.h"
+#include "worker/engine/request_validator.h"
+#include "worker/engine/sequence.h"
+#include "worker/model/model.h"
+#include "worker/tokenizer/tokenizer.h"
+
+namespace strata::engine {
+
+class BatchingEngine final : public Engine {
+ public:
+  // Starts the step thread. Fails when the options are inconsistent or the
+  // model reports no KV cache.
+  static absl::StatusOr<std::unique_ptr<BatchingEngine>> Create(
+      std::unique_ptr<model::Model> model, std::unique_ptr<tokenizer::Tokenizer> tokenizer,
+      const SchedulerOptions& options);
+
+  ~BatchingEngine() override;
+
+  absl::Status Submit(GenerationRequest request, OutputCallback on_output) override;
+  void Cancel(std::string_view request_id) override;
+  EngineStats Stats() const override;
+  const tokenizer::Tokenizer& tokenizer() const override { return *tokenizer_; }
+  const model::ModelConfig& model_config() const override { return model_->config(); }
+  void Shutdown() override;
+
+ private:
+  // An output waiting to be delivered once the step's bookkeeping is done.
+  struct Delivery {
+    std::shared_ptr<Engine::OutputCallback> callback;
+    GenerationOutput output;
+  };
+
+  BatchingEngine(std::unique_ptr<model::Model> model,
+                 std::unique_ptr<tokenizer::Tokenizer> tokenizer, const SchedulerOptions& options);
+
+  void StepLoop();
+  // Runs one forward step over `plan` and samples; finished sequences are
+  // retired into `deliveries`.
+  void RunStep(const std::vector<ScheduledChunk>& plan, std::vector<Delivery>& deliveries);
+  // Finishes every sequence as cancelled, oldest first (shutdown).
+  void CancelAll(std::vector<Delivery>& deliveries);
+  // Frees a finished sequence's resources and queues its last output.
+  void Retire(Sequence* sequence, GenerationOutput output, std::vector<Delivery>& deliveries);
+  // Publishes counts to Stats(), forgets retired request ids, then calls the
+  // callbacks in order without the mutex.
+  void Deliver(std::vector<Delivery>& deliveries);
+
+  std::unique_ptr<model::Model> model_;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
+  RequestLimits limits_;
+
+  mutable absl::Mutex mu_;
+  std::vector<std::unique_ptr<Sequence>> incoming_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> cancel_requested_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> in_flight_ids_ ABSL_GUARDED_BY(mu_);
+  EngineStats stats_ ABSL_GUARDED_BY(mu_);  // as of the last published step
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_arrival_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_generated_id_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Owned by the step thread.
+  BlockAllocator blocks_;
+  FcfsScheduler scheduler_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Sequence>> sequences_;
+  std::vector<std::string> retired_ids_;  // finished since the last Deliver
+  std::vector<float> logits_;
+  uint64_t steps_ = 0;
+  uint64_t requests_finished_ = 0;
+  uint64_t prompt_tokens_ = 0;
+  uint64_t generated_tokens_ = 0;
+
+  std::thread step_thread_;
+};
+
+}  // namespace strata::engine
