@@ -10,7 +10,14 @@ PACKAGES=(
   prometheus-cpp-dev libgloo-dev libopenblas-dev nlohmann-json3-dev libcli11-dev
   libspdlog-dev libabsl-dev libre2-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev
   prometheus iproute2 curl
+  golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev
+  golang-github-xeipuuv-gojsonschema-dev
 )
+# Node.js runs the deployment-manifest validators. Machines that carry their
+# own Node.js build (with npm bundled) keep it: Debian's npm conflicts with it.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
