@@ -1,0 +1,62 @@
+// strata: the command line for people and scripts.
+//   strata generate --server HOST:PORT [options] "text" | --prompt-ids 1,2,3
+//   strata tokenize (--server HOST:PORT | --tokenizer FILE_OR_DIR) ["text"] [--json | --jsonl]
+//   strata detokenize --server HOST:PORT 1,2,3
+//   strata info --server HOST:PORT [--json]
+#include <cstdio>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "cli/commands.h"
+#include "nlohmann/json.hpp"
+
+namespace strata::cli {
+
+int PrintError(const absl::Status& status) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "strata: %s: %s\n", absl::StatusCodeToString(status.code()).c_str(),
+               std::string(status.message()).c_str());
+  return 1;
+}
+
+std::string FinishReasonName(v1::FinishReason reason) {
+  switch (reason) {
+    case v1::FINISH_REASON_LENGTH:
+      return "length";
+    case v1::FINISH_REASON_STOP:
+      return "stop";
+    case v1::FINISH_REASON_EOS:
+      return "eos";
+    case v1::FINISH_REASON_CANCELLED:
+      return "cancelled";
+    default:
+      return "";
+  }
+}
+
+std::string JsonLine(const nlohmann::json& value) {
+  return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace strata::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"strata: generate text, tokenize and inspect Strata servers."};
+  app.require_subcommand(1);
+  int exit_code = 0;
+  strata::cli::AddGenerateCommand(app, &exit_code);
+  strata::cli::AddTokenizeCommand(app, &exit_code);
+  strata::cli::AddDetokenizeCommand(app, &exit_code);
+  strata::cli::AddInfoCommand(app, &exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& help) {
+    return app.exit(help);
+  } catch (const CLI::CallForAllHelp& help) {
+    return app.exit(help);
+  } catch (const CLI::ParseError& error) {
+    std::fprintf(stderr, "strata: %s\n", error.what());
+    return error.get_exit_code() != 0 ? error.get_exit_code() : 2;
+  }
+  return exit_code;
+}

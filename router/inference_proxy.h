@@ -1,0 +1,55 @@
+// The router's strata.v1.Inference: Generate is relayed as a stream to the
+// backend (GenerateRelay); Tokenize, Detokenize and GetModelInfo are
+// forwarded as unary calls. Deadlines go to the backend with the call; backend
+// errors come back with their code and message, UNAVAILABLE ones prefixed
+// with the backend's address.
+//
+// One backend for now; choosing among several (balancing, retries before the
+// first token) belongs to the full router and slots in where backend_ is used.
+//
+// Thread-safety: gRPC calls the methods from its threads; the only mutable
+// state is an atomic count of calls in flight.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "grpcpp/grpcpp.h"
+#include "router/backend.h"
+#include "strata/v1/inference.grpc.pb.h"
+
+namespace strata::router {
+
+class RouterMetrics;
+
+class InferenceProxy final : public v1::Inference::CallbackService {
+ public:
+  // `backend` and `metrics` (may be null) outlive the proxy.
+  InferenceProxy(Backend& backend, RouterMetrics* metrics);
+
+  // Generate calls being relayed (for draining at shutdown).
+  int32_t GenerateCallsInFlight() const { return generate_calls_in_flight_.load(); }
+
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const v1::TokenizeRequest* request,
+                                     v1::TokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* context,
+                                       const v1::DetokenizeRequest* request,
+                                       v1::DetokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const v1::GetModelInfoRequest* request,
+                                         v1::ModelInfo* response) override;
+
+ private:
+  Backend& backend_;
+  RouterMetrics* const metrics_;
+  std::atomic<int32_t> generate_calls_in_flight_{0};
+};
+
+// The status a client sees for a backend's `status`: the same, except that
+// UNAVAILABLE names the backend ("backend HOST:PORT: <message>").
+grpc::Status RelayedStatus(const Backend& backend, const grpc::Status& status);
+
+}  // namespace strata::router
