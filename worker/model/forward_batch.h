@@ -14,11 +14,11 @@
 namespace strata::model {
 
 struct BatchSequence {
-  int32_t first_token = 0;  // index of its first token in ForwardBatch::token_ids
-  int32_t num_tokens = 0;   // tokens of this sequence in this step (>= 1)
-  int32_t context_len = 0;  // tokens in the KV cache after this step, these included
+  int32_t first_token = 0;           // index of its first token in ForwardBatch::token_ids
+  int32_t num_tokens = 0;            // tokens of this sequence in this step (>= 1)
+  int32_t context_len = 0;           // tokens in the KV cache after this step, these included
   std::vector<int32_t> block_table;  // KV block ids, in order of position
-  bool wants_logits = true;  // false for a prefill chunk that is not the prompt's last
+  bool wants_logits = true;          // false for a prefill chunk that is not the prompt's last
 };
 
 struct ForwardBatch {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,13 +23,17 @@ struct LoadOptions {
   // reading no safetensors (benchmarks on large shapes).
   bool random_weights = false;
   uint64_t random_seed = 0;
-  // dtype for random weights; also what F32/F16/BF16 file weights are kept as
-  // when set (unset: as stored in the file).
+  // dtype the weight matrices are kept in. Unset: as stored in the file, and
+  // BF16 for random weights. File weights in another dtype are converted.
   std::optional<DType> weight_dtype;
   // Number of KV cache blocks and tokens per block.
   int32_t kv_block_size = 16;
-  int32_t kv_num_blocks = 0;  // 0: enough for max_position_embeddings * 4 tokens
-  int32_t num_threads = 0;    // CPU threads for kernels; 0: all cores
+  // 0: enough for max_position_embeddings * 4 tokens, capped at 8 GiB of cache.
+  int32_t kv_num_blocks = 0;
+  int32_t num_threads = 0;  // CPU threads for kernels; 0: all cores
+  // CPU backend: run the AVX-512 kernels when the CPU has them (false forces
+  // the AVX2 ones, for comparison).
+  bool use_avx512 = true;
 };
 
 class Model {
@@ -42,7 +47,12 @@ class Model {
   virtual const ModelConfig& config() const = 0;
   virtual int32_t kv_block_size() const = 0;
   virtual int32_t kv_num_blocks() const = 0;
+  // Bytes of all weights as held in memory (norms and biases count as F32).
   virtual uint64_t weight_bytes() const = 0;
+  // Bytes of weights one decode step reads: every layer's matrices and
+  // vectors, the final norm and the LM head (one embedding row is not counted).
+  virtual uint64_t decode_read_bytes() const = 0;
+  // dtype of the weight matrices.
   virtual DType weight_dtype() const = 0;
 
   // Runs one step: appends K/V of the batch's tokens to the cache and writes

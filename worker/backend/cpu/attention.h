@@ -1,0 +1,32 @@
+// Paged attention on the CPU: K/V append into the paged F32 cache and causal
+// GQA attention that reads each sequence's K/V through its block table.
+// Semantics are those of Backend::AppendKv / Backend::PagedAttention.
+//
+// Thread-safety: one call at a time per PagedAttentionCpu (it owns scratch).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "worker/backend/backend.h"
+#include "worker/backend/cpu/thread_pool.h"
+
+namespace strata::backend::cpu {
+
+void AppendKv(const KvCacheLayer& cache, const AttentionParams& params, const float* k,
+              const float* v, const int32_t* slots, int64_t n);
+
+class PagedAttentionCpu {
+ public:
+  explicit PagedAttentionCpu(ThreadPool& pool) : pool_(pool), scratch_(pool.num_threads()) {}
+
+  void Run(const float* q, const AttentionBatch& batch, const KvCacheLayer& cache,
+           const AttentionParams& params, float* out);
+
+ private:
+  ThreadPool& pool_;
+  std::vector<std::vector<float>> scratch_;  // per thread: scores [group, max_context_len]
+  std::vector<int32_t> token_sequence_;      // [num_tokens] -> index of its sequence
+};
+
+}  // namespace strata::backend::cpu
