@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 
@@ -67,7 +68,10 @@ absl::Status FakeModel::CheckBatch(const model::ForwardBatch& batch) const {
     return absl::InvalidArgumentError("positions and token_ids differ in length");
   }
   int32_t next_first = 0;
-  absl::flat_hash_set<int32_t> blocks_in_step;
+  // A block may be read by several sequences of a step (a shared prefix), but
+  // one a sequence writes must be its own.
+  absl::flat_hash_map<int32_t, int32_t> readers;  // block -> sequences referencing it
+  absl::flat_hash_set<int32_t> written;
   for (const model::BatchSequence& sequence : batch.sequences) {
     if (sequence.first_token != next_first || sequence.num_tokens < 1 ||
         sequence.first_token + sequence.num_tokens > batch.num_tokens()) {
@@ -88,18 +92,32 @@ absl::Status FakeModel::CheckBatch(const model::ForwardBatch& batch) const {
         return absl::InvalidArgumentError(absl::StrCat("token id ", token, " out of range"));
       }
     }
-    const int32_t blocks_needed =
-        (sequence.context_len + options_.kv_block_size - 1) / options_.kv_block_size;
+    const int32_t block_size = options_.kv_block_size;
+    const int32_t blocks_needed = (sequence.context_len + block_size - 1) / block_size;
     if (static_cast<int32_t>(sequence.block_table.size()) < blocks_needed) {
       return absl::InvalidArgumentError("block table too short");
     }
-    for (int32_t block : sequence.block_table) {
+    absl::flat_hash_set<int32_t> own;
+    for (int32_t b = 0; b < blocks_needed; ++b) {
+      const int32_t block = sequence.block_table[b];
       if (block < 0 || block >= options_.kv_num_blocks) {
         return absl::InvalidArgumentError(absl::StrCat("block id ", block, " out of range"));
       }
-      if (!blocks_in_step.insert(block).second) {
-        return absl::InvalidArgumentError(absl::StrCat("block ", block, " used twice in a step"));
+      if (!own.insert(block).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("block ", block, " twice in one block table"));
       }
+      ++readers[block];
+    }
+    const int32_t first_written = (sequence.context_len - sequence.num_tokens) / block_size;
+    for (int32_t b = first_written; b < blocks_needed; ++b) {
+      written.insert(sequence.block_table[b]);
+    }
+  }
+  for (int32_t block : written) {
+    if (readers[block] > 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "block ", block, " is written by one sequence and read by another in the same step"));
     }
   }
   if (next_first != batch.num_tokens()) {

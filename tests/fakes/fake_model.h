@@ -2,7 +2,8 @@
 // ids, for engine tests that must not depend on real weights.
 //
 // Forward() checks the ForwardBatch invariants (positions, block tables, no
-// block shared by two sequences of a step), stores each token at its
+// block that one sequence of a step writes is in another's table: shared
+// prefix blocks are read-only), stores each token at its
 // position's slot, then computes a sequence's logits from its whole history
 // read back through its block table, so a wrong block table or a block reused
 // while still in use changes the output. Logits are pseudo-random in [-2, 2]

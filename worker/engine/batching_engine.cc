@@ -1,6 +1,7 @@
 #include "worker/engine/batching_engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -15,15 +16,7 @@ absl::StatusOr<std::unique_ptr<BatchingEngine>> BatchingEngine::Create(
   if (model == nullptr || tokenizer == nullptr) {
     return absl::InvalidArgumentError("engine needs a model and a tokenizer");
   }
-  if (options.max_running_sequences < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_running_sequences must be >= 1, got ", options.max_running_sequences));
-  }
-  if (options.max_batched_tokens < options.max_running_sequences) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_batched_tokens (", options.max_batched_tokens,
-                     ") must be >= max_running_sequences (", options.max_running_sequences, ")"));
-  }
+  if (absl::Status valid = ValidateSchedulerOptions(options); !valid.ok()) return valid;
   if (model->kv_num_blocks() <= 0 || model->kv_block_size() <= 0) {
     return absl::FailedPreconditionError(absl::StrCat("model has no KV cache (",
                                                       model->kv_num_blocks(), " blocks of ",
@@ -43,16 +36,15 @@ BatchingEngine::BatchingEngine(std::unique_ptr<model::Model> model,
                                const SchedulerOptions& options)
     : model_(std::move(model)),
       tokenizer_(std::move(tokenizer)),
-      blocks_(model_->kv_num_blocks(), model_->kv_block_size()),
-      scheduler_(options, blocks_) {
+      scheduler_(options, model_->kv_num_blocks(), model_->kv_block_size()) {
   limits_.vocab_size = model_->config().vocab_size;
   limits_.max_context = model_->config().max_position_embeddings;
   limits_.kv_capacity_tokens =
       static_cast<int64_t>(model_->kv_num_blocks()) * model_->kv_block_size();
   {
     absl::MutexLock lock(&mu_);
-    stats_.kv_blocks_total = blocks_.num_total();
-    stats_.kv_blocks_free = blocks_.num_unreserved();
+    stats_.kv_blocks_total = scheduler_.blocks().num_total();
+    stats_.kv_blocks_free = scheduler_.blocks().num_free();
   }
   step_thread_ = std::thread([this] { StepLoop(); });
 }
@@ -122,13 +114,19 @@ void BatchingEngine::StepLoop() {
       cancels.swap(cancel_requested_);
       shutting_down = shutting_down_;
     }
-    for (auto& sequence : arrivals) {
-      scheduler_.Enqueue(sequence.get());
+    std::vector<Delivery> deliveries;
+    for (auto& arrival : arrivals) {
+      Sequence* sequence = arrival.get();
       std::string id = sequence->request_id();
-      sequences_.emplace(std::move(id), std::move(sequence));
+      sequences_.emplace(std::move(id), std::move(arrival));
+      // PrepareRequest already refused what can never fit; this is the scheduler's own guard.
+      if (absl::Status queued = scheduler_.Enqueue(sequence); !queued.ok()) {
+        GenerationOutput output;
+        sequence->FinishWithError(std::move(queued), output);
+        Retire(sequence, std::move(output), deliveries);
+      }
     }
 
-    std::vector<Delivery> deliveries;
     // Cancellations free their resources before the step, so the step never
     // computes for them.
     for (const std::string& id : cancels) {
@@ -144,13 +142,21 @@ void BatchingEngine::StepLoop() {
       return;
     }
 
-    const std::vector<ScheduledChunk> plan = scheduler_.Schedule();
-    // Every accepted request fits the whole cache and the step budget covers
-    // every running sequence, so work left over always yields a plan;
-    // otherwise this loop would spin.
-    STRATA_CHECK(!plan.empty() || sequences_.empty(),
+    const StepPlan plan = scheduler_.Schedule(std::chrono::system_clock::now());
+    for (Sequence* sequence : plan.expired) {
+      GenerationOutput output;
+      sequence->FinishWithError(
+          absl::DeadlineExceededError(
+              absl::StrCat("deadline passed after ", sequence->num_output(), " generated tokens")),
+          output);
+      Retire(sequence, std::move(output), deliveries);
+    }
+    // Every accepted request fits the whole cache, the step budget covers
+    // every running sequence, and nothing else is in flight, so work left
+    // over always yields chunks; otherwise this loop would spin.
+    STRATA_CHECK(!plan.chunks.empty() || sequences_.empty(),
                  absl::StrCat(sequences_.size(), " sequences but nothing to schedule"));
-    if (!plan.empty()) RunStep(plan, deliveries);
+    if (!plan.chunks.empty()) RunStep(plan.chunks, deliveries);
     Deliver(deliveries);
   }
 }
@@ -168,11 +174,11 @@ void BatchingEngine::CancelAll(std::vector<Delivery>& deliveries) {
   }
 }
 
-void BatchingEngine::RunStep(const std::vector<ScheduledChunk>& plan,
+void BatchingEngine::RunStep(const std::vector<ScheduledChunk>& chunks,
                              std::vector<Delivery>& deliveries) {
   model::ForwardBatch batch;
-  batch.sequences.reserve(plan.size());
-  for (const ScheduledChunk& chunk : plan) {
+  batch.sequences.reserve(chunks.size());
+  for (const ScheduledChunk& chunk : chunks) {
     Sequence& sequence = *chunk.sequence;
     model::BatchSequence entry;
     entry.first_token = batch.num_tokens();
@@ -197,9 +203,9 @@ void BatchingEngine::RunStep(const std::vector<ScheduledChunk>& plan,
   }
   if (!status.ok()) {
     // The cache of these sequences is in an unknown state: fail them, keep serving the rest.
-    spdlog::error("forward step failed for {} sequences: {}", plan.size(),
+    spdlog::error("forward step failed for {} sequences: {}", chunks.size(),
                   std::string(status.message()));
-    for (const ScheduledChunk& chunk : plan) {
+    for (const ScheduledChunk& chunk : chunks) {
       GenerationOutput output;
       chunk.sequence->FinishWithError(status, output);
       Retire(chunk.sequence, std::move(output), deliveries);
@@ -208,10 +214,10 @@ void BatchingEngine::RunStep(const std::vector<ScheduledChunk>& plan,
   }
 
   size_t row = 0;
-  for (size_t i = 0; i < plan.size(); ++i) {
-    Sequence& sequence = *plan[i].sequence;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    Sequence& sequence = *chunks[i].sequence;
     const int32_t before = sequence.num_computed;
-    sequence.num_computed += plan[i].num_tokens;
+    scheduler_.CompleteChunk(chunks[i]);
     prompt_tokens_ += std::max(0, std::min(sequence.num_computed, sequence.prompt_len()) -
                                       std::min(before, sequence.prompt_len()));
     if (!batch.sequences[i].wants_logits) continue;
@@ -234,6 +240,7 @@ void BatchingEngine::Retire(Sequence* sequence, GenerationOutput output,
   deliveries.push_back({sequence->on_output(), std::move(output)});
   std::string request_id = sequence->request_id();
   ++requests_finished_;
+  cached_tokens_ += std::max(0, sequence->cached_prompt_tokens);
   sequences_.erase(request_id);  // destroys *sequence
   retired_ids_.push_back(std::move(request_id));
 }
@@ -245,9 +252,16 @@ void BatchingEngine::Deliver(std::vector<Delivery>& deliveries) {
       in_flight_ids_.erase(id);
       cancel_requested_.erase(id);
     }
+    const KvBlockManager& blocks = scheduler_.blocks();
     stats_.running = scheduler_.num_running();
     stats_.waiting = scheduler_.num_waiting();
-    stats_.kv_blocks_free = blocks_.num_unreserved();
+    stats_.kv_blocks_free = blocks.num_free();
+    stats_.kv_blocks_used = blocks.num_used();
+    stats_.kv_blocks_cached = blocks.num_cached();
+    stats_.preemptions = scheduler_.num_preemptions();
+    stats_.prefix_cache_queries = scheduler_.prefix_cache_queries();
+    stats_.prefix_cache_hits = scheduler_.prefix_cache_hits();
+    stats_.cached_tokens = cached_tokens_;
     stats_.requests_finished = requests_finished_;
     stats_.prompt_tokens = prompt_tokens_;
     stats_.generated_tokens = generated_tokens_;

@@ -1,15 +1,18 @@
 // The engine: one step thread that runs the model over a batch of sequences
-// per step (the decode token of every running sequence plus prefill chunks of
-// newly admitted ones, as FcfsScheduler picks them), samples, applies stop
-// conditions, detokenizes and calls each request's output callback.
+// per step (the decode token of every running sequence plus prefill chunks,
+// as the Scheduler picks them), samples, applies stop conditions,
+// detokenizes and calls each request's output callback.
 //
 // Life of a request: Submit validates it and encodes the prompt on the
-// caller's thread, then queues it; the step thread moves it to the scheduler,
-// which admits it when a running slot and its KV blocks are free; each step
-// feeds its uncomputed tokens to Model::Forward; the logits of its last token
-// give the next one; when it finishes (stop, eos, length, cancel, error) its
-// blocks go back to the allocator before its last output is delivered, so
-// Stats() read from that callback already shows them free.
+// caller's thread, then queues it; the step thread hands it to the scheduler,
+// which admits it when a running slot and KV blocks for its first chunk are
+// free (reusing cached blocks of its prompt's prefix); each step feeds its
+// uncomputed tokens to Model::Forward and allocates blocks as it grows; the
+// logits of its last token give the next one. Under KV pressure it may be
+// preempted (blocks freed) and later recomputed; that is invisible in its
+// output. When it finishes (stop, eos, length, cancel, deadline, error) its
+// blocks are released before its last output is delivered, so Stats() read
+// from that callback already shows them free.
 //
 // Thread-safety: as Engine. Submit, Cancel and Stats take a mutex briefly;
 // callbacks run on the step thread without it held, so they may call Cancel
@@ -27,10 +30,9 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "worker/engine/block_allocator.h"
 #include "worker/engine/engine.h"
-#include "worker/engine/fcfs_scheduler.h"
 #include "worker/engine/request_validator.h"
+#include "worker/engine/scheduler.h"
 #include "worker/engine/sequence.h"
 #include "worker/model/model.h"
 #include "worker/tokenizer/tokenizer.h"
@@ -65,9 +67,9 @@ class BatchingEngine final : public Engine {
                  std::unique_ptr<tokenizer::Tokenizer> tokenizer, const SchedulerOptions& options);
 
   void StepLoop();
-  // Runs one forward step over `plan` and samples; finished sequences are
+  // Runs one forward step over `chunks` and samples; finished sequences are
   // retired into `deliveries`.
-  void RunStep(const std::vector<ScheduledChunk>& plan, std::vector<Delivery>& deliveries);
+  void RunStep(const std::vector<ScheduledChunk>& chunks, std::vector<Delivery>& deliveries);
   // Finishes every sequence as cancelled, oldest first (shutdown).
   void CancelAll(std::vector<Delivery>& deliveries);
   // Frees a finished sequence's resources and queues its last output.
@@ -90,8 +92,7 @@ class BatchingEngine final : public Engine {
   uint64_t next_generated_id_ ABSL_GUARDED_BY(mu_) = 0;
 
   // Owned by the step thread.
-  BlockAllocator blocks_;
-  FcfsScheduler scheduler_;
+  Scheduler scheduler_;
   absl::flat_hash_map<std::string, std::unique_ptr<Sequence>> sequences_;
   std::vector<std::string> retired_ids_;  // finished since the last Deliver
   std::vector<float> logits_;
@@ -99,6 +100,7 @@ class BatchingEngine final : public Engine {
   uint64_t requests_finished_ = 0;
   uint64_t prompt_tokens_ = 0;
   uint64_t generated_tokens_ = 0;
+  uint64_t cached_tokens_ = 0;
 
   std::thread step_thread_;
 };

@@ -32,15 +32,22 @@ namespace strata::engine {
 // before its last output is delivered.
 struct EngineStats {
   int32_t running = 0;  // sequences in the running batch
-  int32_t waiting = 0;  // accepted, not yet scheduled
+  int32_t waiting = 0;  // accepted, not running (new or preempted)
+  // KV cache blocks: used (held by sequences) + free == total; cached blocks
+  // are free ones that still hold a reusable prompt prefix.
   int32_t kv_blocks_total = 0;
-  // Blocks neither in use nor reserved by a running sequence (each reserves,
-  // on admission, what its prompt plus max_tokens could need).
   int32_t kv_blocks_free = 0;
+  int32_t kv_blocks_used = 0;
+  int32_t kv_blocks_cached = 0;
   uint64_t requests_finished = 0;
-  uint64_t prompt_tokens = 0;     // processed so far, all requests
+  uint64_t prompt_tokens = 0;     // prompt tokens run through the model (cached ones not)
   uint64_t generated_tokens = 0;  // generated so far, all requests
   uint64_t steps = 0;             // forward steps run
+  uint64_t preemptions = 0;       // sequences evicted to free KV blocks
+  // Prefix cache, in tokens: looked up at admissions, and found.
+  uint64_t prefix_cache_queries = 0;
+  uint64_t prefix_cache_hits = 0;
+  uint64_t cached_tokens = 0;  // sum of Usage.cached_tokens of finished requests
 };
 
 class Engine {
@@ -57,7 +64,9 @@ class Engine {
   // outside the vocabulary), OUT_OF_RANGE when the prompt leaves no room in
   // the context (max_position_embeddings), RESOURCE_EXHAUSTED when prompt +
   // max_tokens can never fit the whole KV cache, ALREADY_EXISTS for a request
-  // id in flight, UNAVAILABLE when the engine is shutting down.
+  // id in flight, UNAVAILABLE when the engine is shutting down. A request
+  // whose deadline passes ends with an output whose error is
+  // DEADLINE_EXCEEDED.
   // max_tokens is clamped to the context left (unset: all of it).
   // On OK, `on_output` is called one or more times; the last call has
   // finished == true.

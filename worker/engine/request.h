@@ -2,6 +2,7 @@
 // back. No gRPC here; the service adapter maps these to and from protobuf.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -38,7 +39,10 @@ struct GenerationRequest {
   SamplingParams sampling;
   StoppingCriteria stopping;
   int32_t top_logprobs = 0;  // 0..20
-  int32_t priority = 0;      // higher first (used by the batching scheduler)
+  int32_t priority = 0;      // higher first, for admission and preemption
+  // When set and passed, the request ends with DEADLINE_EXCEEDED at the next
+  // step and its KV blocks are freed (the gRPC adapter passes the call's).
+  std::optional<std::chrono::system_clock::time_point> deadline;
 };
 
 enum class FinishReason { kNone, kLength, kStop, kEos, kCancelled };

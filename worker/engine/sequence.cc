@@ -1,5 +1,6 @@
 #include "worker/engine/sequence.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "worker/engine/check.h"
@@ -16,6 +17,7 @@ Sequence::Sequence(std::string request_id, const GenerationRequest& request, Pre
       token_ids_(std::move(prompt.prompt_ids)),
       prompt_len_(static_cast<int32_t>(token_ids_.size())),
       max_tokens_(prompt.max_tokens),
+      deadline_(request.deadline),
       sampler_(request.sampling, token_ids_, request.top_logprobs > 0, request.top_logprobs),
       stop_checker_(request.stopping, std::move(eos_token_ids)),
       decoder_(tokenizer, /*skip_special_tokens=*/true, token_ids_) {
@@ -66,7 +68,7 @@ void Sequence::Finish(FinishReason reason, GenerationOutput& output) {
   output.finish_reason = reason;
   output.usage.prompt_tokens = prompt_len_;
   output.usage.completion_tokens = num_output();
-  output.usage.cached_tokens = 0;
+  output.usage.cached_tokens = std::max(0, cached_prompt_tokens);
 }
 
 }  // namespace strata::engine

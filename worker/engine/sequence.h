@@ -3,15 +3,18 @@
 // stop checker and streaming detokenizer that turn logits into outputs.
 //
 // Invariants: 0 <= num_computed <= num_tokens(); block_table covers
-// num_computed positions; num_output() <= max_tokens().
+// num_computed positions; num_output() <= max_tokens(); tokens are only ever
+// appended, so hashes of full blocks stay valid for the sequence's life.
 //
 // Thread-safety: created by the submitting thread, then owned and used by the
 // engine's step thread only.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -42,6 +45,7 @@ class Sequence {
   int32_t prompt_len() const { return prompt_len_; }
   int32_t num_output() const { return num_tokens() - prompt_len_; }
   int32_t max_tokens() const { return max_tokens_; }
+  const std::optional<std::chrono::system_clock::time_point>& deadline() const { return deadline_; }
   bool finished() const { return finished_; }
 
   // Tokens that are not in the KV cache yet: the prompt's rest during prefill,
@@ -61,10 +65,22 @@ class Sequence {
   // Ends the sequence on an error after it was accepted.
   void FinishWithError(absl::Status error, GenerationOutput& output);
 
-  // KV cache bookkeeping, maintained by the scheduler and the engine.
+  // Scheduling and KV cache bookkeeping, maintained by the Scheduler.
+  enum class State { kNew, kWaiting, kRunning, kRemoved };
+  State state = State::kNew;
+  // Scheduled in a plan that has not completed yet: neither scheduled again
+  // nor preempted until then.
+  bool in_flight = false;
   int32_t num_computed = 0;          // tokens whose K/V are in the cache
   std::vector<int32_t> block_table;  // block ids, in order of position
-  int32_t reserved_blocks = 0;       // reserved and not taken yet
+  // Leading blocks of block_table registered in (or found in) the prefix cache.
+  int32_t num_registered_blocks = 0;
+  // Prefix hashes of the first full blocks of token_ids(), extended on demand.
+  std::vector<uint64_t> block_hashes;
+  // Prompt tokens found in the prefix cache at the first admission (usage);
+  // -1 before it.
+  int32_t cached_prompt_tokens = -1;
+  int32_t num_preemptions = 0;
 
  private:
   void Finish(FinishReason reason, GenerationOutput& output);
@@ -76,6 +92,7 @@ class Sequence {
   std::vector<int32_t> token_ids_;
   int32_t prompt_len_;
   int32_t max_tokens_;
+  std::optional<std::chrono::system_clock::time_point> deadline_;
   bool finished_ = false;
   Sampler sampler_;
   StopChecker stop_checker_;

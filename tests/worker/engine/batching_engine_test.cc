@@ -1,5 +1,6 @@
 // The engine driven with a fake model and tokenizer: scheduling, stop
-// conditions, cancellation, validation and failure handling.
+// conditions, cancellation, validation and failure handling. KV pressure,
+// prefix caching and deadlines are in batching_engine_kv_test.cc.
 #include "worker/engine/batching_engine.h"
 
 #include <cmath>
@@ -14,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "tests/fakes/fake_model.h"
 #include "tests/fakes/fake_tokenizer.h"
+#include "tests/worker/engine/fake_engine_setup.h"
 #include "tests/worker/engine/output_collector.h"
 #include "worker/engine/engine_factory.h"
 
@@ -23,38 +25,6 @@ namespace {
 using ::testing::HasSubstr;
 
 constexpr int32_t kEos = 2;
-
-std::unique_ptr<Engine> MakeEngine(fakes::FakeModelOptions model_options = {},
-                                   SchedulerOptions scheduler = {},
-                                   fakes::FakeModel** model_out = nullptr) {
-  auto model = std::make_unique<fakes::FakeModel>(std::move(model_options));
-  if (model_out != nullptr) *model_out = model.get();
-  EngineOptions options;
-  options.scheduler = scheduler;
-  absl::StatusOr<std::unique_ptr<Engine>> engine =
-      CreateEngine(options, std::move(model), std::make_unique<fakes::FakeTokenizer>());
-  EXPECT_TRUE(engine.ok()) << engine.status();
-  return engine.ok() ? *std::move(engine) : nullptr;
-}
-
-GenerationRequest GreedyRequest(std::vector<int32_t> prompt_ids, int32_t max_tokens) {
-  GenerationRequest request;
-  request.prompt_ids = std::move(prompt_ids);
-  request.sampling.temperature = 0.0f;
-  request.stopping.max_tokens = max_tokens;
-  return request;
-}
-
-// The tokens greedy decoding gives with the fake model's default rule.
-std::vector<int32_t> ExpectedGreedy(std::vector<int32_t> history, int32_t count,
-                                    int32_t vocab = 64) {
-  std::vector<int32_t> generated;
-  for (int32_t i = 0; i < count; ++i) {
-    generated.push_back(fakes::FakeModel::DefaultNextToken(history, vocab));
-    history.push_back(generated.back());
-  }
-  return generated;
-}
 
 // A model rule that writes `script` after the prompt, then repeats its last id.
 fakes::FakeModelOptions Scripted(std::vector<int32_t> script, size_t prompt_len) {
@@ -160,25 +130,6 @@ TEST(BatchingEngineTest, LongPromptIsPrefilledInChunks) {
   EXPECT_EQ(model->max_tokens_per_step(), 8);
   EXPECT_EQ(model->forward_calls(), 7 + 4);  // ceil(50 / 8) prefill steps, then 4 decodes
   EXPECT_EQ(engine->Stats().prompt_tokens, 50u);
-}
-
-TEST(BatchingEngineTest, RequestsWaitForKvBlocks) {
-  fakes::FakeModel* model = nullptr;
-  fakes::FakeModelOptions options;
-  options.kv_block_size = 4;
-  options.kv_num_blocks = 8;  // 32 positions: one 20-position request at a time
-  std::unique_ptr<Engine> engine = MakeEngine(options, {}, &model);
-  std::vector<std::unique_ptr<OutputCollector>> outs;
-  for (int i = 0; i < 3; ++i) {
-    outs.push_back(std::make_unique<OutputCollector>());
-    ASSERT_TRUE(engine->Submit(GreedyRequest({1, 10 + i}, 19), outs.back()->Callback()).ok());
-  }
-  for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(outs[i]->WaitFinished());
-    EXPECT_EQ(outs[i]->token_ids(), ExpectedGreedy({1, 10 + i}, 19));
-  }
-  EXPECT_EQ(model->max_sequences_per_step(), 1);
-  EXPECT_EQ(engine->Stats().kv_blocks_free, 8);
 }
 
 TEST(BatchingEngineTest, RequestThatCanNeverFitTheCacheIsRefused) {
