@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <string>
 
 #include "grpcpp/grpcpp.h"
 #include "router/backend.h"
@@ -33,8 +34,11 @@ class RouterMetrics;
 // `calls_in_flight` counts it from construction to OnDone.
 class GenerateRelay final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
+  // `request_id` names the call in logs and goes to the backend as
+  // x-request-id metadata.
   GenerateRelay(grpc::CallbackServerContext* server_context, const v1::GenerateRequest& request,
-                Backend& backend, RouterMetrics* metrics, std::atomic<int32_t>& calls_in_flight);
+                std::string request_id, Backend& backend, RouterMetrics* metrics,
+                std::atomic<int32_t>& calls_in_flight);
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
@@ -62,6 +66,8 @@ class GenerateRelay final : public grpc::ServerWriteReactor<v1::GenerateResponse
   RouterMetrics* const metrics_;
   std::atomic<int32_t>& calls_in_flight_;
   const Clock::time_point start_time_ = Clock::now();
+  Clock::time_point backend_call_time_;  // when the backend call was issued
+  const std::string request_id_;
   const v1::GenerateRequest request_;
   grpc::ClientContext backend_context_;
   BackendReader reader_{*this};
@@ -73,6 +79,7 @@ class GenerateRelay final : public grpc::ServerWriteReactor<v1::GenerateResponse
   bool first_response_seen_ = false;
   bool write_in_flight_ = false;
   std::optional<grpc::Status> backend_status_;
+  double backend_seconds_ = 0.0;  // the backend's own time on the call, as it reported it
   bool finish_called_ = false;
   bool server_done_ = false;
   bool backend_done_ = false;

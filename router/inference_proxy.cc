@@ -1,8 +1,11 @@
 #include "router/inference_proxy.h"
 
 #include <memory>
+#include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/metrics_catalogue.h"
 #include "router/generate_relay.h"
 
 namespace strata::router {
@@ -23,6 +26,11 @@ grpc::ServerUnaryReactor* ForwardUnary(grpc::CallbackServerContext* context, Bac
   return reactor;
 }
 
+std::string RandomPrefix() {
+  std::random_device device;
+  return absl::StrFormat("%08x", device());
+}
+
 }  // namespace
 
 grpc::Status RelayedStatus(const Backend& backend, const grpc::Status& status) {
@@ -32,11 +40,22 @@ grpc::Status RelayedStatus(const Backend& backend, const grpc::Status& status) {
 }
 
 InferenceProxy::InferenceProxy(Backend& backend, RouterMetrics* metrics)
-    : backend_(backend), metrics_(metrics) {}
+    : backend_(backend), metrics_(metrics), request_id_prefix_(RandomPrefix()) {}
+
+std::string InferenceProxy::RequestIdOf(const grpc::CallbackServerContext& context,
+                                        const v1::GenerateRequest& request) {
+  if (!request.request_id().empty()) return request.request_id();
+  const auto& metadata = context.client_metadata();
+  if (auto it = metadata.find(metrics::kRequestIdMetadataKey); it != metadata.end()) {
+    if (!it->second.empty()) return std::string(it->second.data(), it->second.size());
+  }
+  return absl::StrCat("rtr-", request_id_prefix_, "-", next_request_number_.fetch_add(1));
+}
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceProxy::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
-  return new GenerateRelay(context, *request, backend_, metrics_, generate_calls_in_flight_);
+  return new GenerateRelay(context, *request, RequestIdOf(*context, *request), backend_, metrics_,
+                           generate_calls_in_flight_);
 }
 
 grpc::ServerUnaryReactor* InferenceProxy::Tokenize(grpc::CallbackServerContext* context,

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 
 #include "grpcpp/grpcpp.h"
 #include "router/backend.h"
@@ -43,9 +44,16 @@ class InferenceProxy final : public v1::Inference::CallbackService {
                                          v1::ModelInfo* response) override;
 
  private:
+  // The call's request id: the request's request_id field, else the client's
+  // x-request-id metadata, else a new "rtr-..." id.
+  std::string RequestIdOf(const grpc::CallbackServerContext& context,
+                          const v1::GenerateRequest& request);
+
   Backend& backend_;
   RouterMetrics* const metrics_;
   std::atomic<int32_t> generate_calls_in_flight_{0};
+  const std::string request_id_prefix_;
+  std::atomic<uint64_t> next_request_number_{1};
 };
 
 // The status a client sees for a backend's `status`: the same, except that

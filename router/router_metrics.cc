@@ -1,51 +1,64 @@
 #include "router/router_metrics.h"
 
-namespace strata::router {
+#include <algorithm>
+#include <cstdlib>
 
-std::vector<double> RouterLatencyBuckets() {
-  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,   0.25,  0.5,  1.0,
-          2.5,   5.0,    10.0,  20.0, 30.0,  60.0, 120.0, 300.0, 600.0};
+namespace strata::router {
+namespace {
+
+template <typename Builder>
+auto& Register(Builder builder, const char* name, prometheus::Registry& registry) {
+  const metrics::MetricSpec* spec = metrics::FindMetric(name);
+  // Every name used here is a catalogue constant; a miss is a programming error.
+  if (spec == nullptr) std::abort();
+  return builder.Name(name).Help(std::string(spec->help)).Register(registry);
 }
+
+}  // namespace
+
+double RouterRequestTimes::stream() const { return std::max(0.0, total - router_queue - backend); }
 
 RouterMetrics::RouterMetrics()
     : registry_(std::make_shared<prometheus::Registry>()),
-      requests_total_(prometheus::BuildCounter()
-                          .Name(kRouterRequestsTotal)
-                          .Help("Generate calls finished by the router, by gRPC status code.")
-                          .Register(*registry_)),
-      time_to_first_token_(prometheus::BuildHistogram()
-                               .Name(kRouterTimeToFirstToken)
-                               .Help("Seconds from the arrival of a Generate call to the first "
-                                     "response relayed from the backend.")
-                               .Register(*registry_)
-                               .Add({}, RouterLatencyBuckets())),
-      request_duration_(prometheus::BuildHistogram()
-                            .Name(kRouterRequestDuration)
-                            .Help("Seconds from the arrival of a Generate call to its end.")
-                            .Register(*registry_)
-                            .Add({}, RouterLatencyBuckets())),
-      in_flight_(prometheus::BuildGauge()
-                     .Name(kRouterRequestsInFlight)
-                     .Help("Generate calls being relayed now.")
-                     .Register(*registry_)
-                     .Add({})),
-      backend_healthy_(prometheus::BuildGauge()
-                           .Name(kRouterBackendHealthy)
-                           .Help("1 while the backend's health check answers SERVING.")
-                           .Register(*registry_)),
-      backend_in_flight_(prometheus::BuildGauge()
-                             .Name(kRouterBackendInFlight)
-                             .Help("Generate calls relayed to the backend now.")
-                             .Register(*registry_)) {
+      requests_total_(
+          Register(prometheus::BuildCounter(), metrics::kRouterRequestsTotal, *registry_)),
+      time_to_first_token_(
+          Register(prometheus::BuildHistogram(), metrics::kRouterTimeToFirstToken, *registry_)
+              .Add({}, metrics::LatencyBuckets())),
+      request_duration_(
+          Register(prometheus::BuildHistogram(), metrics::kRouterRequestDuration, *registry_)
+              .Add({}, metrics::LatencyBuckets())),
+      in_flight_(
+          Register(prometheus::BuildGauge(), metrics::kRouterRequestsInFlight, *registry_).Add({})),
+      backend_healthy_(
+          Register(prometheus::BuildGauge(), metrics::kRouterBackendHealthy, *registry_)),
+      backend_in_flight_(
+          Register(prometheus::BuildGauge(), metrics::kRouterBackendInFlight, *registry_)),
+      retries_(
+          Register(prometheus::BuildCounter(), metrics::kRouterRetriesTotal, *registry_).Add({})),
+      rejections_(
+          Register(prometheus::BuildCounter(), metrics::kRouterRejectionsTotal, *registry_)),
+      stage_router_queue_(
+          Register(prometheus::BuildHistogram(), metrics::kRequestStageDuration, *registry_)
+              .Add({{"stage", metrics::kStageRouterQueue}}, metrics::LatencyBuckets())),
+      stage_stream_(
+          Register(prometheus::BuildHistogram(), metrics::kRequestStageDuration, *registry_)
+              .Add({{"stage", metrics::kStageStream}}, metrics::LatencyBuckets())) {
   for (const char* code : {"OK", "CANCELLED", "INVALID_ARGUMENT", "UNAVAILABLE"}) {
     requests_total_.Add({{"code", code}});
   }
 }
 
-void RouterMetrics::RequestFinished(std::string_view code_name, double seconds) {
+void RouterMetrics::RequestFinished(std::string_view code_name, const RouterRequestTimes& times) {
   in_flight_.Decrement();
   requests_total_.Add({{"code", std::string(code_name)}}).Increment();
-  request_duration_.Observe(seconds);
+  request_duration_.Observe(times.total);
+  stage_router_queue_.Observe(times.router_queue);
+  stage_stream_.Observe(times.stream());
+}
+
+void RouterMetrics::RecordRejection(const std::string& reason) {
+  rejections_.Add({{"reason", reason}}).Increment();
 }
 
 prometheus::Gauge& RouterMetrics::BackendHealthy(const std::string& backend) {

@@ -1,6 +1,11 @@
-// The router's Prometheus metrics: the catalogue of names (docs/metrics.md
-// lists the same ones; names are part of the API) and the object the proxy
-// updates as calls run.
+// The router's Prometheus metrics, registered from the catalogue
+// (common/metrics_catalogue.h, which docs/metrics.md mirrors), and the calls
+// the proxy makes as requests run.
+//
+// Stages: the router observes router_queue (arrival to the backend call being
+// issued) and stream (whatever the backend's own time does not cover:
+// network, relaying, the final flush) once per finished call, so that with
+// the worker's stages the means add up to strata_router_request_duration_seconds.
 //
 // Thread-safety: every method may be called from any thread.
 #pragma once
@@ -10,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/metrics_catalogue.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -18,22 +24,14 @@
 
 namespace strata::router {
 
-// Counter, label "code" (gRPC status code name): Generate calls finished.
-inline constexpr char kRouterRequestsTotal[] = "strata_router_requests_total";
-// Histogram: seconds from the arrival of a Generate call to the first
-// response relayed from the backend.
-inline constexpr char kRouterTimeToFirstToken[] = "strata_router_time_to_first_token_seconds";
-// Histogram: seconds from the arrival of a Generate call to its end.
-inline constexpr char kRouterRequestDuration[] = "strata_router_request_duration_seconds";
-// Gauge: Generate calls being relayed now.
-inline constexpr char kRouterRequestsInFlight[] = "strata_router_requests_in_flight";
-// Gauge, label "backend" (host:port): 1 while the backend's health is SERVING.
-inline constexpr char kRouterBackendHealthy[] = "strata_router_backend_healthy";
-// Gauge, label "backend": Generate calls relayed to the backend now.
-inline constexpr char kRouterBackendInFlight[] = "strata_router_backend_requests_in_flight";
-
-// Bucket bounds in seconds for LLM latencies: 1 ms to 10 minutes.
-std::vector<double> RouterLatencyBuckets();
+// Durations of one finished Generate call at the router, in seconds.
+struct RouterRequestTimes {
+  double total = 0.0;         // arrival to end
+  double router_queue = 0.0;  // arrival to the backend call being issued
+  double backend = 0.0;       // the backend's own time, as it reported it (0 if not)
+  // The rest: relaying and network. Never negative.
+  double stream() const;
+};
 
 class RouterMetrics {
  public:
@@ -44,7 +42,10 @@ class RouterMetrics {
   void RequestStarted() { in_flight_.Increment(); }
   void RecordFirstResponse(double seconds) { time_to_first_token_.Observe(seconds); }
   // `code_name` is the gRPC status code's name ("OK", "UNAVAILABLE", ...).
-  void RequestFinished(std::string_view code_name, double seconds);
+  void RequestFinished(std::string_view code_name, const RouterRequestTimes& times);
+  void RecordRetry() { retries_.Increment(); }
+  // `reason`: a short fixed word ("no_backend", "overloaded", ...), never request data.
+  void RecordRejection(const std::string& reason);
 
   // Per-backend gauges; the returned references stay valid as long as `this`.
   prometheus::Gauge& BackendHealthy(const std::string& backend);
@@ -58,6 +59,10 @@ class RouterMetrics {
   prometheus::Gauge& in_flight_;
   prometheus::Family<prometheus::Gauge>& backend_healthy_;
   prometheus::Family<prometheus::Gauge>& backend_in_flight_;
+  prometheus::Counter& retries_;
+  prometheus::Family<prometheus::Counter>& rejections_;
+  prometheus::Histogram& stage_router_queue_;
+  prometheus::Histogram& stage_stream_;
 };
 
 }  // namespace strata::router

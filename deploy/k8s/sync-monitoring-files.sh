@@ -5,7 +5,7 @@
 #   deploy/prometheus/strata-rules.yaml  -> deploy/k8s/components/monitoring/prometheusrule.yaml
 #                                           (wrapped in a PrometheusRule)
 #                                        -> helm/strata/files/strata-rules.yaml
-#   deploy/grafana/strata-overview.json  -> deploy/k8s/components/monitoring/dashboards/
+#   deploy/grafana/*.json                -> deploy/k8s/components/monitoring/dashboards/
 #                                        -> helm/strata/files/dashboards/
 #
 # Usage: deploy/k8s/sync-monitoring-files.sh           write the copies
@@ -20,8 +20,7 @@ case "$mode" in
 esac
 
 rules=$root/deploy/prometheus/strata-rules.yaml
-dashboard=$root/deploy/grafana/strata-overview.json
-for source in "$rules" "$dashboard"; do
+for source in "$rules" "$root"/deploy/grafana/*.json; do
   [ -f "$source" ] || { echo "sync-monitoring-files: $source is missing" >&2; exit 1; }
 done
 
@@ -62,9 +61,12 @@ sync_one() {
 }
 
 sync_one "$root/deploy/k8s/components/monitoring/prometheusrule.yaml" wrapped_rules
-sync_one "$root/deploy/k8s/components/monitoring/dashboards/strata-overview.json" "$dashboard"
 sync_one "$root/helm/strata/files/strata-rules.yaml" "$rules"
-sync_one "$root/helm/strata/files/dashboards/strata-overview.json" "$dashboard"
+for dashboard in "$root"/deploy/grafana/*.json; do
+  name=$(basename "$dashboard")
+  sync_one "$root/deploy/k8s/components/monitoring/dashboards/$name" "$dashboard"
+  sync_one "$root/helm/strata/files/dashboards/$name" "$dashboard"
+done
 
 if [ "$stale" -ne 0 ]; then
   echo "sync-monitoring-files: run deploy/k8s/sync-monitoring-files.sh and commit the copies" >&2

@@ -21,7 +21,7 @@ function filesIn(dir, pattern) {
 }
 
 const exported = new Set();
-for (const header of [...filesIn("worker/service", /metrics.*\.h$/), ...filesIn("router", /metrics.*\.h$/)]) {
+for (const header of [...filesIn("common", /^metrics_catalogue\.h$/), ...filesIn("worker/service", /metrics.*\.h$/), ...filesIn("router", /metrics.*\.h$/)]) {
   for (const m of fs.readFileSync(header, "utf8").matchAll(/constexpr\s+char\s+\w+\[\]\s*=\s*"(strata_\w+)"/g)) {
     exported.add(m[1]);
   }

@@ -272,7 +272,7 @@ TEST_F(EndToEndTest, MetricsOfWorkerAndRouterNameWhatHappened) {
        {"strata_requests_total{code=\"OK\"}", "strata_time_to_first_token_seconds_count",
         "strata_request_duration_seconds_count", "strata_inter_token_latency_seconds_count",
         "strata_generation_tokens_total", "strata_prompt_tokens_total", "strata_requests_running",
-        "strata_requests_waiting", "strata_kv_cache_blocks_total", "strata_kv_cache_blocks_free",
+        "strata_requests_waiting", "strata_kv_cache_blocks", "strata_kv_cache_blocks_free",
         "strata_kv_cache_usage_ratio", "strata_model_loaded"}) {
     EXPECT_TRUE(MetricValue(*worker_metrics, name).has_value()) << name;
   }
@@ -280,7 +280,7 @@ TEST_F(EndToEndTest, MetricsOfWorkerAndRouterNameWhatHappened) {
   EXPECT_GE(MetricValue(*worker_metrics, "strata_generation_tokens_total").value_or(0), 16);
   EXPECT_GE(MetricValue(*worker_metrics, "strata_time_to_first_token_seconds_count").value_or(0),
             1);
-  EXPECT_GT(MetricValue(*worker_metrics, "strata_kv_cache_blocks_total").value_or(0), 0);
+  EXPECT_GT(MetricValue(*worker_metrics, "strata_kv_cache_blocks").value_or(0), 0);
   EXPECT_EQ(MetricValue(*worker_metrics, "strata_model_loaded"), 1.0);
 
   absl::StatusOr<std::string> router_metrics = HttpGet(router_->metrics_address, "/metrics");

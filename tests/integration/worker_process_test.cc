@@ -302,7 +302,7 @@ TEST(WorkerProcessTest, AClientCancellingMidStreamThroughTheRouterFreesTheReques
   absl::StatusOr<std::string> metrics = HttpGet(worker->metrics_address, "/metrics");
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   EXPECT_EQ(MetricValue(*metrics, "strata_requests_running"), 1.0);
-  const std::optional<double> blocks_total = MetricValue(*metrics, "strata_kv_cache_blocks_total");
+  const std::optional<double> blocks_total = MetricValue(*metrics, "strata_kv_cache_blocks");
   EXPECT_LT(MetricValue(*metrics, "strata_kv_cache_blocks_free"), blocks_total);
 
   context.TryCancel();

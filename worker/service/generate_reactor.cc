@@ -1,8 +1,12 @@
 #include "worker/service/generate_reactor.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+#include "common/logging.h"
+#include "common/metrics_catalogue.h"
 #include "spdlog/spdlog.h"
 #include "worker/service/request_conversion.h"
 #include "worker/service/worker_metrics.h"
@@ -17,28 +21,46 @@ double SecondsBetween(std::chrono::steady_clock::time_point from,
 
 }  // namespace
 
-GenerateReactor::GenerateReactor(engine::Engine& engine, WorkerMetrics* metrics,
+GenerateReactor::GenerateReactor(grpc::CallbackServerContext* context, engine::Engine& engine,
+                                 WorkerMetrics* metrics,
                                  std::chrono::system_clock::time_point deadline,
                                  std::atomic<int32_t>& calls_in_flight)
-    : engine_(engine), metrics_(metrics), deadline_(deadline), calls_in_flight_(calls_in_flight) {
+    : context_(context),
+      engine_(engine),
+      metrics_(metrics),
+      deadline_(deadline),
+      calls_in_flight_(calls_in_flight) {
   calls_in_flight_.fetch_add(1);
 }
 
 void GenerateReactor::Start(const v1::GenerateRequest& request, std::string request_id) {
   request_id_ = std::move(request_id);
+  const ScopedRequestId log_scope(request_id_);
+  spdlog::debug("generate: call accepted");
   return_token_ids_ = request.options().return_token_ids();
   absl::StatusOr<engine::GenerationRequest> converted = ToEngineRequest(request);
   absl::Status submitted = converted.status();
   if (converted.ok()) {
     converted->request_id = request_id_;
+    // gRPC's "no deadline" is the far future; only a real one reaches the
+    // engine, which then frees the request's blocks when it passes.
+    if (deadline_ != std::chrono::system_clock::time_point::max()) {
+      converted->deadline = deadline_;
+    }
+    {
+      // Before Submit: the first output may arrive before Submit returns.
+      std::lock_guard<std::mutex> lock(mu_);
+      accepted_time_ = Clock::now();
+    }
     submitted = engine_.Submit(std::move(*converted), [this](engine::GenerationOutput output) {
       OnEngineOutput(std::move(output));
     });
   }
   if (!submitted.ok()) {
-    spdlog::debug("request {} refused: {}", request_id_, std::string(submitted.message()));
+    spdlog::debug("generate: refused: {}", std::string(submitted.message()));
     {
       std::lock_guard<std::mutex> lock(mu_);
+      accepted_time_.reset();
       final_status_ = ToGrpcStatus(submitted);
     }
     Pump();
@@ -56,6 +78,7 @@ void GenerateReactor::OnEngineOutput(engine::GenerationOutput output) {
     if (!output.token_ids.empty()) {
       if (metrics_ != nullptr) {
         if (!last_token_time_) {
+          first_token_time_ = now;
           metrics_->RecordFirstToken(SecondsBetween(start_time_, now));
         } else {
           metrics_->RecordInterTokenLatency(SecondsBetween(*last_token_time_, now) /
@@ -77,7 +100,8 @@ void GenerateReactor::OnEngineOutput(engine::GenerationOutput output) {
       }
       if (!final_status_) final_status_ = ToGrpcStatus(output.error);
       if (!output.error.ok()) {
-        spdlog::warn("request {} failed: {}", request_id_, std::string(output.error.message()));
+        const ScopedRequestId log_scope(request_id_);
+        spdlog::warn("generate: failed: {}", std::string(output.error.message()));
       }
     }
   }
@@ -139,7 +163,10 @@ void GenerateReactor::OnCancel() {
                           : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
     }
   }
-  spdlog::debug("request {} cancelled by the client or its deadline", request_id_);
+  {
+    const ScopedRequestId log_scope(request_id_);
+    spdlog::debug("generate: cancelled by the client or its deadline");
+  }
   CancelEngineRequest();
   Pump();
 }
@@ -176,10 +203,29 @@ void GenerateReactor::ReleaseEngineSide() {
 }
 
 void GenerateReactor::RecordFinished(const grpc::Status& status) {
-  if (metrics_ == nullptr) return;
+  // Stage split: replica_queue until the engine accepted the call, prefill
+  // until the first token, decode until now. A call the engine refused (or
+  // that got no token) puts its time in the stages it reached.
+  const Clock::time_point end = Clock::now();
+  WorkerRequestTimes times;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const Clock::time_point accepted = accepted_time_.value_or(end);
+    const Clock::time_point first_token = first_token_time_.value_or(end);
+    times.replica_queue = SecondsBetween(start_time_, accepted);
+    times.prefill = SecondsBetween(accepted, std::max(accepted, first_token));
+    times.decode = SecondsBetween(std::max(accepted, first_token), end);
+  }
+  context_->AddTrailingMetadata(metrics::kWorkerSecondsMetadataKey,
+                                absl::StrFormat("%.9f", times.total()));
   const std::string code_name =
       absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
-  metrics_->RecordRequestFinished(code_name, SecondsBetween(start_time_, Clock::now()));
+  {
+    const ScopedRequestId log_scope(request_id_);
+    spdlog::debug("generate: finished {} in {:.6f} s (queue {:.6f}, prefill {:.6f}, decode {:.6f})",
+                  code_name, times.total(), times.replica_queue, times.prefill, times.decode);
+  }
+  if (metrics_ != nullptr) metrics_->RecordRequestFinished(code_name, times);
 }
 
 }  // namespace strata::service

@@ -32,8 +32,11 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   // the reactor. `deadline` is the call's deadline (time_point::max() if none);
   // a cancellation after it counts as DEADLINE_EXCEEDED in the metrics.
   // `calls_in_flight` is incremented now and decremented when gRPC is done.
-  GenerateReactor(engine::Engine& engine, WorkerMetrics* metrics,
-                  std::chrono::system_clock::time_point deadline,
+  // `context` is the call's; the reactor adds the worker's time on the call
+  // to its trailing metadata (metrics::kWorkerSecondsMetadataKey) so that a
+  // router can tell its own share of the request's time.
+  GenerateReactor(grpc::CallbackServerContext* context, engine::Engine& engine,
+                  WorkerMetrics* metrics, std::chrono::system_clock::time_point deadline,
                   std::atomic<int32_t>& calls_in_flight);
 
   // Converts and submits `request` (with `request_id`, which must be unique
@@ -58,6 +61,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   void ReleaseEngineSide();
   void RecordFinished(const grpc::Status& status);
 
+  grpc::CallbackServerContext* const context_;
   engine::Engine& engine_;
   WorkerMetrics* const metrics_;
   const std::chrono::system_clock::time_point deadline_;
@@ -77,6 +81,10 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   bool engine_done_ = false;  // the engine will not call back again
   bool engine_cancel_sent_ = false;
   std::optional<Clock::time_point> last_token_time_;
+  // When the engine accepted the request (Submit returned) and when its first
+  // token arrived; unset until then.
+  std::optional<Clock::time_point> accepted_time_;
+  std::optional<Clock::time_point> first_token_time_;
 
   // Owned by whichever thread set write_in_flight_; gRPC reads it until OnWriteDone.
   v1::GenerateResponse in_flight_;

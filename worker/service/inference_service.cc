@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/metrics_catalogue.h"
 #include "worker/model/model_config.h"
 #include "worker/service/generate_reactor.h"
 #include "worker/service/request_conversion.h"
@@ -36,6 +37,16 @@ void InferenceService::AttachEngine(engine::Engine* engine, ModelDescription des
   engine_.store(engine, std::memory_order_release);
 }
 
+std::string InferenceService::RequestIdOf(const grpc::CallbackServerContext& context,
+                                          const v1::GenerateRequest& request) {
+  if (!request.request_id().empty()) return request.request_id();
+  const auto& metadata = context.client_metadata();
+  if (auto it = metadata.find(metrics::kRequestIdMetadataKey); it != metadata.end()) {
+    if (!it->second.empty()) return std::string(it->second.data(), it->second.size());
+  }
+  return NewRequestId();
+}
+
 std::string InferenceService::NewRequestId() {
   return absl::StrCat("req-", request_id_prefix_, "-", next_request_number_.fetch_add(1));
 }
@@ -50,12 +61,12 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
       explicit Refusal(const grpc::Status& status) { Finish(status); }
       void OnDone() override { delete this; }
     };
-    if (metrics_ != nullptr) metrics_->RecordRequestFinished("UNAVAILABLE", 0.0);
+    if (metrics_ != nullptr) metrics_->RecordRequestFinished("UNAVAILABLE", {});
     return new Refusal(StillLoading());
   }
-  auto* reactor =
-      new GenerateReactor(*engine, metrics_, context->deadline(), generate_calls_in_flight_);
-  reactor->Start(*request, request->request_id().empty() ? NewRequestId() : request->request_id());
+  auto* reactor = new GenerateReactor(context, *engine, metrics_, context->deadline(),
+                                      generate_calls_in_flight_);
+  reactor->Start(*request, RequestIdOf(*context, *request));
   return reactor;
 }
 

@@ -57,6 +57,10 @@ class InferenceService final : public v1::Inference::CallbackService {
  private:
   // nullptr while the model loads.
   engine::Engine* engine() const { return engine_.load(std::memory_order_acquire); }
+  // The call's request id: the request's request_id field, else the
+  // x-request-id metadata a router sends, else a new one.
+  std::string RequestIdOf(const grpc::CallbackServerContext& context,
+                          const v1::GenerateRequest& request);
   // A request id for requests that come without one.
   std::string NewRequestId();
 

@@ -1,79 +1,121 @@
 #include "worker/service/worker_metrics.h"
 
+#include <string>
+
 #include "prometheus/metric_family.h"
 
 namespace strata::service {
 namespace {
 
-prometheus::MetricFamily GaugeFamily(const char* name, const char* help, double value) {
+using metrics::FindMetric;
+using metrics::MetricSpec;
+
+const MetricSpec& Spec(const char* name) {
+  const MetricSpec* spec = FindMetric(name);
+  // Every name used here is a catalogue constant; a miss is a programming error.
+  if (spec == nullptr) std::abort();
+  return *spec;
+}
+
+prometheus::MetricFamily Family(const char* name, prometheus::MetricType type) {
   prometheus::MetricFamily family;
   family.name = name;
-  family.help = help;
-  family.type = prometheus::MetricType::Gauge;
+  family.help = std::string(Spec(name).help);
+  family.type = type;
+  return family;
+}
+
+prometheus::MetricFamily GaugeFamily(const char* name, double value) {
+  prometheus::MetricFamily family = Family(name, prometheus::MetricType::Gauge);
   prometheus::ClientMetric metric;
   metric.gauge.value = value;
   family.metric.push_back(std::move(metric));
   return family;
 }
 
+prometheus::MetricFamily CounterFamily(const char* name, double value) {
+  prometheus::MetricFamily family = Family(name, prometheus::MetricType::Counter);
+  prometheus::ClientMetric metric;
+  metric.counter.value = value;
+  family.metric.push_back(std::move(metric));
+  return family;
+}
+
+template <typename Builder>
+auto& Register(Builder builder, const char* name, prometheus::Registry& registry) {
+  return builder.Name(name).Help(std::string(Spec(name).help)).Register(registry);
+}
+
 }  // namespace
 
-std::vector<double> LatencyBuckets() {
-  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,   0.25,  0.5,  1.0,
-          2.5,   5.0,    10.0,  20.0, 30.0,  60.0, 120.0, 300.0, 600.0};
+void EngineStatsCollector::SetEngine(const engine::Engine* engine, int32_t kv_block_size,
+                                     int32_t ranks) {
+  kv_block_size_.store(kv_block_size);
+  ranks_.store(ranks);
+  engine_.store(engine);
 }
 
 std::vector<prometheus::MetricFamily> EngineStatsCollector::Collect() const {
   const engine::Engine* engine = engine_.load();
   engine::EngineStats stats;
   if (engine != nullptr) stats = engine->Stats();
-  const double usage = stats.kv_blocks_total > 0
-                           ? 1.0 - static_cast<double>(stats.kv_blocks_free) / stats.kv_blocks_total
-                           : 0.0;
-  return {
-      GaugeFamily(kRequestsRunning, "Requests in the engine's running batch.", stats.running),
-      GaugeFamily(kRequestsWaiting, "Requests accepted by the engine, not yet scheduled.",
-                  stats.waiting),
-      GaugeFamily(kKvBlocksTotal, "KV cache blocks of the engine.", stats.kv_blocks_total),
-      GaugeFamily(kKvBlocksFree, "KV cache blocks not held by any request.", stats.kv_blocks_free),
-      GaugeFamily(kKvCacheUsage, "Fraction of KV cache blocks in use (0..1).", usage),
-      GaugeFamily(kModelLoaded, "1 once the model is loaded and the worker serves.",
-                  engine != nullptr ? 1.0 : 0.0),
+  const double usage = stats.kv_blocks_total > 0 ? static_cast<double>(stats.kv_blocks_used) /
+                                                       static_cast<double>(stats.kv_blocks_total)
+                                                 : 0.0;
+  std::vector<prometheus::MetricFamily> families = {
+      GaugeFamily(metrics::kRequestsRunning, stats.running),
+      GaugeFamily(metrics::kRequestsWaiting, stats.waiting),
+      GaugeFamily(metrics::kKvBlocksTotal, stats.kv_blocks_total),
+      GaugeFamily(metrics::kKvBlocksFree, stats.kv_blocks_free),
+      GaugeFamily(metrics::kKvBlocksCached, stats.kv_blocks_cached),
+      GaugeFamily(metrics::kKvCacheUsage, usage),
+      CounterFamily(metrics::kPrefixCacheQueries, static_cast<double>(stats.prefix_cache_queries)),
+      CounterFamily(metrics::kPrefixCacheHits, static_cast<double>(stats.prefix_cache_hits)),
+      CounterFamily(metrics::kPreemptions, static_cast<double>(stats.preemptions)),
+      CounterFamily(metrics::kEngineSteps, static_cast<double>(stats.steps)),
+      GaugeFamily(metrics::kModelLoaded, engine != nullptr ? 1.0 : 0.0),
+      GaugeFamily(metrics::kReplicaRanksExpected, ranks_.load()),
+      // Ranks of a replica run in this process today: all are ready once the
+      // engine is.
+      GaugeFamily(metrics::kReplicaRanksReady, engine != nullptr ? ranks_.load() : 0),
   };
+  if (engine != nullptr) {
+    prometheus::MetricFamily info = GaugeFamily(metrics::kKvCacheConfigInfo, 1.0);
+    info.metric[0].label = {{"block_size", std::to_string(kv_block_size_.load())},
+                            {"num_gpu_blocks", std::to_string(stats.kv_blocks_total)}};
+    families.push_back(std::move(info));
+  }
+  return families;
 }
 
 WorkerMetrics::WorkerMetrics()
     : registry_(std::make_shared<prometheus::Registry>()),
-      requests_total_(prometheus::BuildCounter()
-                          .Name(kRequestsTotal)
-                          .Help("Generate calls finished, by gRPC status code.")
-                          .Register(*registry_)),
+      requests_total_(Register(prometheus::BuildCounter(), metrics::kRequestsTotal, *registry_)),
       time_to_first_token_(
-          prometheus::BuildHistogram()
-              .Name(kTimeToFirstToken)
-              .Help("Seconds from the arrival of a Generate call to its first generated token.")
-              .Register(*registry_)
-              .Add({}, LatencyBuckets())),
-      inter_token_latency_(prometheus::BuildHistogram()
-                               .Name(kInterTokenLatency)
-                               .Help("Seconds per generated token after the first one.")
-                               .Register(*registry_)
-                               .Add({}, LatencyBuckets())),
-      request_duration_(prometheus::BuildHistogram()
-                            .Name(kRequestDuration)
-                            .Help("Seconds from the arrival of a Generate call to its end.")
-                            .Register(*registry_)
-                            .Add({}, LatencyBuckets())),
-      generation_tokens_(prometheus::BuildCounter()
-                             .Name(kGenerationTokens)
-                             .Help("Tokens generated and streamed to clients.")
-                             .Register(*registry_)
-                             .Add({})),
-      prompt_tokens_(prometheus::BuildCounter()
-                         .Name(kPromptTokens)
-                         .Help("Prompt tokens of finished Generate calls.")
-                         .Register(*registry_)
-                         .Add({})),
+          Register(prometheus::BuildHistogram(), metrics::kTimeToFirstToken, *registry_)
+              .Add({}, metrics::LatencyBuckets())),
+      inter_token_latency_(
+          Register(prometheus::BuildHistogram(), metrics::kInterTokenLatency, *registry_)
+              .Add({}, metrics::LatencyBuckets())),
+      request_duration_(
+          Register(prometheus::BuildHistogram(), metrics::kRequestDuration, *registry_)
+              .Add({}, metrics::LatencyBuckets())),
+      generation_tokens_(
+          Register(prometheus::BuildCounter(), metrics::kGenerationTokens, *registry_).Add({})),
+      prompt_tokens_(
+          Register(prometheus::BuildCounter(), metrics::kPromptTokens, *registry_).Add({})),
+      stage_replica_queue_(
+          Register(prometheus::BuildHistogram(), metrics::kRequestStageDuration, *registry_)
+              .Add({{"stage", metrics::kStageReplicaQueue}}, metrics::LatencyBuckets())),
+      stage_prefill_(
+          Register(prometheus::BuildHistogram(), metrics::kRequestStageDuration, *registry_)
+              .Add({{"stage", metrics::kStagePrefill}}, metrics::LatencyBuckets())),
+      stage_decode_(
+          Register(prometheus::BuildHistogram(), metrics::kRequestStageDuration, *registry_)
+              .Add({{"stage", metrics::kStageDecode}}, metrics::LatencyBuckets())),
+      rank_weight_bytes_(Register(prometheus::BuildGauge(), metrics::kRankWeightBytes, *registry_)),
+      rank_kv_cache_bytes_(
+          Register(prometheus::BuildGauge(), metrics::kRankKvCacheBytes, *registry_)),
       engine_collector_(std::make_shared<EngineStatsCollector>()) {
   // Pre-create the common codes so dashboards see zeros before the first request.
   for (const char* code : {"OK", "CANCELLED", "INVALID_ARGUMENT", "OUT_OF_RANGE"}) {
@@ -81,9 +123,19 @@ WorkerMetrics::WorkerMetrics()
   }
 }
 
-void WorkerMetrics::RecordRequestFinished(std::string_view code_name, double seconds) {
+void WorkerMetrics::SetRankMemory(int32_t rank, uint64_t weight_bytes, uint64_t kv_cache_bytes) {
+  const std::string rank_label = std::to_string(rank);
+  rank_weight_bytes_.Add({{"rank", rank_label}}).Set(static_cast<double>(weight_bytes));
+  rank_kv_cache_bytes_.Add({{"rank", rank_label}}).Set(static_cast<double>(kv_cache_bytes));
+}
+
+void WorkerMetrics::RecordRequestFinished(std::string_view code_name,
+                                          const WorkerRequestTimes& times) {
   requests_total_.Add({{"code", std::string(code_name)}}).Increment();
-  request_duration_.Observe(seconds);
+  request_duration_.Observe(times.total());
+  stage_replica_queue_.Observe(times.replica_queue);
+  stage_prefill_.Observe(times.prefill);
+  stage_decode_.Observe(times.decode);
 }
 
 }  // namespace strata::service

@@ -1,65 +1,60 @@
-// The worker's Prometheus metrics: the catalogue of names (docs/metrics.md
-// lists the same ones; names are part of the API) and the objects the gRPC
-// service updates as requests run.
+// The worker's Prometheus metrics, registered from the catalogue
+// (common/metrics_catalogue.h, which docs/metrics.md mirrors), and the calls
+// the gRPC service makes as requests run.
 //
-// Request metrics live in a prometheus::Registry. Engine gauges (running and
-// waiting requests, KV blocks) are read from Engine::Stats() at scrape time by
-// EngineStatsCollector, so they are never stale.
+// Request metrics live in a prometheus::Registry. Engine gauges and counters
+// (running and waiting requests, KV blocks, prefix cache, preemptions, steps)
+// are read from Engine::Stats() at scrape time by EngineStatsCollector, so
+// they are never stale and cost nothing between scrapes.
+//
+// Stages: a worker observes replica_queue (arrival to first scheduling),
+// prefill (to the first token) and decode (to the end) once per finished
+// request, so their means add up to the worker's mean request duration.
 //
 // Thread-safety: every method may be called from any thread.
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/metrics_catalogue.h"
 #include "prometheus/collectable.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
+#include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "worker/engine/engine.h"
 
 namespace strata::service {
 
-// Counter, label "code" (gRPC status code name, e.g. OK, INVALID_ARGUMENT):
-// Generate calls finished.
-inline constexpr char kRequestsTotal[] = "strata_requests_total";
-// Histogram: seconds from the arrival of a Generate call to its first token.
-inline constexpr char kTimeToFirstToken[] = "strata_time_to_first_token_seconds";
-// Histogram: seconds between consecutive streamed outputs of one request,
-// divided by the tokens they carry.
-inline constexpr char kInterTokenLatency[] = "strata_inter_token_latency_seconds";
-// Histogram: seconds from the arrival of a Generate call to its end.
-inline constexpr char kRequestDuration[] = "strata_request_duration_seconds";
-// Counter: tokens generated (streamed to clients).
-inline constexpr char kGenerationTokens[] = "strata_generation_tokens_total";
-// Counter: prompt tokens of finished requests.
-inline constexpr char kPromptTokens[] = "strata_prompt_tokens_total";
-// Gauges read from Engine::Stats() at scrape time.
-inline constexpr char kRequestsRunning[] = "strata_requests_running";
-inline constexpr char kRequestsWaiting[] = "strata_requests_waiting";
-inline constexpr char kKvBlocksTotal[] = "strata_kv_cache_blocks_total";
-inline constexpr char kKvBlocksFree[] = "strata_kv_cache_blocks_free";
-inline constexpr char kKvCacheUsage[] = "strata_kv_cache_usage_ratio";
-// Gauge: 1 once the model is loaded and the worker serves, 0 before.
-inline constexpr char kModelLoaded[] = "strata_model_loaded";
-
-// Bucket bounds in seconds for LLM latencies: 1 ms to 10 minutes.
-std::vector<double> LatencyBuckets();
-
-// Reports the engine gauges from Engine::Stats() at each scrape; zeros (and
-// strata_model_loaded 0) while no engine is set.
+// Reports the engine's gauges and counters from Engine::Stats() at each
+// scrape; zeros (and strata_model_loaded 0) while no engine is set.
 class EngineStatsCollector final : public prometheus::Collectable {
  public:
   // REQUIRES: `engine` outlives every later Collect(), or is nullptr.
-  void SetEngine(const engine::Engine* engine) { engine_.store(engine); }
+  // `kv_block_size` is the engine's tokens per KV block; `ranks` its tp*pp.
+  void SetEngine(const engine::Engine* engine, int32_t kv_block_size, int32_t ranks);
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
   std::atomic<const engine::Engine*> engine_{nullptr};
+  std::atomic<int32_t> kv_block_size_{0};
+  std::atomic<int32_t> ranks_{1};
+};
+
+// Durations of one finished Generate call on the worker, in seconds. The
+// three stages add up to the whole.
+struct WorkerRequestTimes {
+  double replica_queue = 0.0;
+  double prefill = 0.0;
+  double decode = 0.0;
+  double total() const { return replica_queue + prefill + decode; }
 };
 
 class WorkerMetrics {
@@ -70,9 +65,13 @@ class WorkerMetrics {
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
   std::shared_ptr<prometheus::Collectable> engine_collector() const { return engine_collector_; }
 
-  // Makes the engine gauges report `engine`'s stats.
+  // Makes the engine families report `engine`'s stats.
   // REQUIRES: `engine` outlives every scrape (unregister the exposer first), or nullptr.
-  void SetEngine(const engine::Engine* engine) { engine_collector_->SetEngine(engine); }
+  void SetEngine(const engine::Engine* engine, int32_t kv_block_size = 0, int32_t ranks = 1) {
+    engine_collector_->SetEngine(engine, kv_block_size, ranks);
+  }
+  // What rank `rank` holds in memory.
+  void SetRankMemory(int32_t rank, uint64_t weight_bytes, uint64_t kv_cache_bytes);
 
   void RecordFirstToken(double seconds) { time_to_first_token_.Observe(seconds); }
   void RecordInterTokenLatency(double seconds_per_token) {
@@ -82,8 +81,9 @@ class WorkerMetrics {
     generation_tokens_.Increment(static_cast<double>(count));
   }
   void AddPromptTokens(size_t count) { prompt_tokens_.Increment(static_cast<double>(count)); }
-  // `code_name` is the gRPC status code's name ("OK", "CANCELLED", ...).
-  void RecordRequestFinished(std::string_view code_name, double seconds);
+  // `code_name` is the gRPC status code's name ("OK", "CANCELLED", ...);
+  // `times` the call's stage split (its total is the request duration).
+  void RecordRequestFinished(std::string_view code_name, const WorkerRequestTimes& times);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -93,6 +93,11 @@ class WorkerMetrics {
   prometheus::Histogram& request_duration_;
   prometheus::Counter& generation_tokens_;
   prometheus::Counter& prompt_tokens_;
+  prometheus::Histogram& stage_replica_queue_;
+  prometheus::Histogram& stage_prefill_;
+  prometheus::Histogram& stage_decode_;
+  prometheus::Family<prometheus::Gauge>& rank_weight_bytes_;
+  prometheus::Family<prometheus::Gauge>& rank_kv_cache_bytes_;
   std::shared_ptr<EngineStatsCollector> engine_collector_;
 };
 

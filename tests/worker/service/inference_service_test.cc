@@ -359,7 +359,7 @@ TEST_F(InferenceServiceTest, MetricsCountRequestsTokensAndLatencies) {
   EXPECT_THAT(text, HasSubstr("strata_inter_token_latency_seconds_count 3"));
   EXPECT_THAT(text, HasSubstr("strata_request_duration_seconds_count 2"));
   EXPECT_THAT(text, HasSubstr("strata_requests_running 0"));
-  EXPECT_THAT(text, HasSubstr("strata_kv_cache_blocks_total 64"));
+  EXPECT_THAT(text, HasSubstr("strata_kv_cache_blocks 64"));
   EXPECT_THAT(text, HasSubstr("strata_model_loaded 1"));
 }
 
