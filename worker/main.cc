@@ -120,6 +120,8 @@ int main(int argc, char** argv) {
   std::string log_format = "text";
   std::string log_level = "info";
   std::string ready_file;
+  bool no_prefix_cache = false;
+  bool no_chunked_prefill = false;
   int drain_seconds = 5;
   app.add_option("--model", options.model.model_dir,
                  "Hugging Face model folder (config.json, safetensors, tokenizer.json)")
@@ -148,6 +150,13 @@ int main(int argc, char** argv) {
   app.add_option("--block-size", options.model.kv_block_size, "Tokens per KV cache block")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  std::string kv_cache_memory;
+  app.add_option("--kv-cache-memory", kv_cache_memory,
+                 "KV cache size, e.g. 2GiB or 512MiB (instead of --kv-blocks)");
+  app.add_flag("--no-prefix-cache", no_prefix_cache,
+               "Do not reuse KV blocks of cached prompt prefixes");
+  app.add_flag("--no-chunked-prefill", no_chunked_prefill,
+               "Prefill each prompt in one step instead of chunks under the token budget");
   app.add_option("--max-num-seqs", options.scheduler.max_running_sequences,
                  "Most requests in the running batch")
       ->check(CLI::PositiveNumber)
@@ -168,9 +177,19 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  options.scheduler.enable_prefix_caching = !no_prefix_cache;
+  options.scheduler.chunked_prefill = !no_chunked_prefill;
 
   if (absl::Status status = strata::InitLogging(log_format, log_level); !status.ok()) {
     return Fail(std::string(status.message()));
+  }
+  if (!kv_cache_memory.empty()) {
+    if (options.model.kv_num_blocks != 0) {
+      return Fail("--kv-cache-memory and --kv-blocks both size the KV cache; give one");
+    }
+    absl::StatusOr<uint64_t> bytes = strata::engine::ParseByteSize(kv_cache_memory);
+    if (!bytes.ok()) return Fail(absl::StrCat("--kv-cache-memory: ", bytes.status().message()));
+    options.kv_cache_memory_bytes = *bytes;
   }
   if (!weight_dtype_name.empty()) {
     absl::StatusOr<strata::DType> dtype = strata::ParseDType(weight_dtype_name);
@@ -246,7 +265,19 @@ int main(int argc, char** argv) {
       options.model.random_weights ? strata::DType::kBF16 : config.torch_dtype)));
   description.parameter_count = config.ParameterCount();
   service.AttachEngine(engine.get(), description);
-  metrics.SetEngine(engine.get());
+  metrics.SetEngine(engine.get(), options.model.kv_block_size, /*ranks=*/1);
+  {
+    // One rank holds the whole model today (tp = pp = 1): its weights as kept
+    // in memory and the KV cache pool.
+    const strata::DType weight_dtype = options.model.weight_dtype.value_or(
+        options.model.random_weights ? strata::DType::kBF16 : config.torch_dtype);
+    const uint64_t weight_bytes =
+        static_cast<uint64_t>(description.parameter_count) * strata::DTypeSize(weight_dtype);
+    const uint64_t kv_cache_bytes = strata::engine::KvBytesPerToken(config) *
+                                    static_cast<uint64_t>(options.model.kv_block_size) *
+                                    static_cast<uint64_t>(engine->Stats().kv_blocks_total);
+    metrics.SetRankMemory(/*rank=*/0, weight_bytes, kv_cache_bytes);
+  }
   set_serving(true);
   spdlog::info("{}: {} ({}, {} parameters, {}) loaded in {:.2f} s; resident memory {}", kProgram,
                description.model_name, config.architecture, description.parameter_count,
