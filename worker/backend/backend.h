@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -109,6 +110,17 @@ class Backend {
   // ---- Ops (shapes in elements; all pointers are device addresses) ---------
   // y[n, w.rows] = x[n, w.cols] · w^T (+ bias[w.rows] when bias != nullptr).
   virtual void MatMul(const float* x, int64_t n, const Weight& w, const float* bias, float* y) = 0;
+  // Several products of the same x (q, k and v; gate and up): for each
+  // output, y = x · w^T (+ bias). Same result as one MatMul per output; a
+  // backend may run them as one kernel. REQUIRES: every w has x's width.
+  struct MatMulOutput {
+    const Weight* w = nullptr;
+    const float* bias = nullptr;
+    float* y = nullptr;
+  };
+  virtual void MatMulMany(const float* x, int64_t n, std::span<const MatMulOutput> outputs) {
+    for (const MatMulOutput& o : outputs) MatMul(x, n, *o.w, o.bias, o.y);
+  }
   // out[n, d] = x / sqrt(mean(x^2) + eps) * weight[d], row by row. out may be x.
   virtual void RmsNorm(const float* x, int64_t n, int64_t d, const float* weight, float eps,
                        float* out) = 0;

@@ -448,17 +448,18 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, std::vector<float>& 
     } else {
       be.AddRmsNorm(x, delta, n, hidden, layer.input_norm, eps, h);  // x += MLP output
     }
-    be.MatMul(h, n, layer.q, layer.q_bias, q);
-    be.MatMul(h, n, layer.k, layer.k_bias, k);
-    be.MatMul(h, n, layer.v, layer.v_bias, v);
+    const backend::Backend::MatMulOutput qkv[] = {
+        {&layer.q, layer.q_bias, q}, {&layer.k, layer.k_bias, k}, {&layer.v, layer.v_bias, v}};
+    be.MatMulMany(h, n, qkv);
     be.Rope(q, n, heads, head_dim, positions, rope_cos_->f32(), rope_sin_->f32());
     be.Rope(k, n, kv_heads, head_dim, positions, rope_cos_->f32(), rope_sin_->f32());
     be.AppendKv(layer.kv, attention_, k, v, slots_->i32(), n);
     be.PagedAttention(q, attention_batch, layer.kv, attention_, attn);
     be.MatMul(attn, n, layer.o, nullptr, delta);
     be.AddRmsNorm(x, delta, n, hidden, layer.post_norm, eps, h);  // x += attention output
-    be.MatMul(h, n, layer.gate, nullptr, gate);
-    be.MatMul(h, n, layer.up, nullptr, up);
+    const backend::Backend::MatMulOutput gate_up[] = {{&layer.gate, nullptr, gate},
+                                                      {&layer.up, nullptr, up}};
+    be.MatMulMany(h, n, gate_up);
     be.SiluMul(gate, up, n * static_cast<int64_t>(config_.intermediate_size), gate);
     be.MatMul(gate, n, layer.down, nullptr, delta);
   }

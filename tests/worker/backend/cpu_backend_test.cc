@@ -97,6 +97,29 @@ TEST_F(CpuBackendTest, MatMulMatchesScalarForAllDtypesAndRowCounts) {
   }
 }
 
+TEST_F(CpuBackendTest, MatMulManyEqualsOneMatMulPerOutput) {
+  for (int64_t n : {1, 2, 5, 9}) {
+    // Mixed dtypes and sizes: a large matrix (parallel chunks) beside small ones.
+    const int64_t in = 96;
+    std::vector<float> values;
+    const Weight big = MakeWeight(DType::kBF16, 1500, in, values);
+    const Weight small = MakeWeight(DType::kF32, 7, in, values);
+    const Weight half = MakeWeight(DType::kF16, 40, in, values);
+    const float* bias = Upload(Random(1500));
+    const float* x = Upload(Random(n * in));
+    std::vector<Backend::MatMulOutput> outputs = {{&big, bias, Zeros(n * 1500)},
+                                                  {&small, nullptr, Zeros(n * 7)},
+                                                  {&half, bias, Zeros(n * 40)}};
+    backend_.MatMulMany(x, n, outputs);
+    for (const auto& o : outputs) {
+      float* expected = Zeros(n * o.w->rows);
+      backend_.MatMul(x, n, *o.w, o.bias, expected);
+      EXPECT_EQ(Download(o.y, n * o.w->rows), Download(expected, n * o.w->rows))
+          << "n " << n << " rows " << o.w->rows;
+    }
+  }
+}
+
 TEST_F(CpuBackendTest, RmsNormAndFusedAddMatchScalar) {
   const int64_t n = 5;
   const int64_t d = 67;

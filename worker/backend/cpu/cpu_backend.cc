@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <cstring>
+#include <vector>
 
 #include "worker/backend/cpu/elementwise.h"
 #include "worker/backend/cpu/gemv_kernels.h"
@@ -57,6 +58,13 @@ absl::StatusOr<Weight> CpuBackend::ImportWeight(const void* host, DType dtype, i
 
 void CpuBackend::MatMul(const float* x, int64_t n, const Weight& w, const float* bias, float* y) {
   matmul_.Run(x, n, w, bias, y);
+}
+
+void CpuBackend::MatMulMany(const float* x, int64_t n, std::span<const MatMulOutput> outputs) {
+  std::vector<cpu::CpuMatMul::Output> targets;
+  targets.reserve(outputs.size());
+  for (const MatMulOutput& o : outputs) targets.push_back({o.w, o.bias, o.y});
+  matmul_.RunMany(x, n, targets);
 }
 
 void CpuBackend::RmsNorm(const float* x, int64_t n, int64_t d, const float* weight, float eps,

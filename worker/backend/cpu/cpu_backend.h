@@ -41,6 +41,7 @@ class CpuBackend final : public Backend {
   absl::Status Synchronize() override { return absl::OkStatus(); }
 
   void MatMul(const float* x, int64_t n, const Weight& w, const float* bias, float* y) override;
+  void MatMulMany(const float* x, int64_t n, std::span<const MatMulOutput> outputs) override;
   void RmsNorm(const float* x, int64_t n, int64_t d, const float* weight, float eps,
                float* out) override;
   void AddRmsNorm(float* residual, const float* delta, int64_t n, int64_t d, const float* weight,

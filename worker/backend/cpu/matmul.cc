@@ -15,7 +15,7 @@ namespace {
 constexpr int64_t kMinParallelWeights = 64 * 1024;
 // Weight bytes per dynamically scheduled GEMV chunk: long enough sequential
 // runs for the hardware prefetchers, small enough to balance threads.
-constexpr int64_t kGemvChunkBytes = 256 * 1024;
+constexpr int64_t kGemvChunkBytes = 512 * 1024;
 // Widened tile size for the sgemm path, in floats (about 2 MiB: stays in L2/L3
 // while sgemm packs it).
 constexpr int64_t kTileFloats = 512 * 1024;
@@ -28,44 +28,83 @@ CpuMatMul::CpuMatMul(ThreadPool& pool, bool use_avx512)
 void CpuMatMul::Run(const float* x, int64_t n, const Weight& w, const float* bias, float* y) {
   if (n <= 0) return;
   if (n <= kGemvRowLimit) {
-    RunGemv(x, n, w, bias, y);
+    const Output output{&w, bias, y};
+    RunGemv(x, n, std::span<const Output>(&output, 1));
   } else {
     RunSgemm(x, n, w, bias, y);
   }
 }
 
-void CpuMatMul::RunGemv(const float* x, int64_t n, const Weight& w, const float* bias, float* y) {
-  const int64_t in = w.cols;
-  const int64_t out = w.rows;
+void CpuMatMul::RunMany(const float* x, int64_t n, std::span<const Output> outputs) {
+  if (n <= 0 || outputs.empty()) return;
+  if (n <= kGemvRowLimit) {
+    RunGemv(x, n, outputs);
+  } else {
+    // Prefill: each product is long enough to amortise its own region.
+    for (const Output& o : outputs) RunSgemm(x, n, *o.w, o.bias, o.y);
+  }
+}
+
+void CpuMatMul::RunGemv(const float* x, int64_t n, std::span<const Output> outputs) {
+  const int64_t in = outputs.front().w->cols;
   const int64_t block = avx512_ ? kSplitBlockAvx512 : kSplitBlockAvx2;
   const auto kernel = avx512_ ? &GemvAvx512 : &GemvAvx2;
-  // Chunks of about kGemvChunkBytes of weights, taken dynamically by the
-  // threads; the whole matrix on one thread when it is small.
-  const int64_t row_bytes = in * static_cast<int64_t>(DTypeSize(w.dtype));
-  const int64_t chunk_rows = w.elements() < kMinParallelWeights
-                                 ? out
-                                 : std::max<int64_t>(16, kGemvChunkBytes / row_bytes / 4 * 4);
+
+  // Chunks of about kGemvChunkBytes of weights (a multiple of the kernels'
+  // 8-row step), over all outputs, taken dynamically by the threads; all on
+  // one thread when the weights are few.
+  chunks_.clear();
+  int64_t total_weights = 0;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const Weight& w = *outputs[i].w;
+    total_weights += w.elements();
+    const int64_t row_bytes = in * static_cast<int64_t>(DTypeSize(w.dtype));
+    const int64_t chunk_rows = std::max<int64_t>(16, kGemvChunkBytes / row_bytes / 8 * 8);
+    for (int64_t r = 0; r < w.rows; r += chunk_rows) {
+      chunks_.push_back({static_cast<int32_t>(i), r, std::min(w.rows, r + chunk_rows)});
+    }
+  }
+  const bool parallel = total_weights >= kMinParallelWeights;
+
+  std::vector<GemvArgs>& args = args_;
+  args.resize(outputs.size());
   for (int64_t r0 = 0; r0 < n; r0 += kGemvMaxRows) {
-    GemvArgs args;
-    args.x = x + r0 * in;
-    args.n = std::min<int64_t>(kGemvMaxRows, n - r0);
-    args.in = in;
-    args.w = w.data;
-    args.dtype = w.dtype;
-    args.y = y + r0 * out;
-    args.ldy = out;
-    args.bias = bias;
-    if (w.dtype == DType::kBF16) {
+    const int64_t rows = std::min<int64_t>(kGemvMaxRows, n - r0);
+    bool any_bf16 = false;
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      const Output& o = outputs[i];
+      GemvArgs& a = args[i];
+      a.x = x + r0 * in;
+      a.n = rows;
+      a.in = in;
+      a.w = o.w->data;
+      a.dtype = o.w->dtype;
+      a.y = o.y + r0 * o.w->rows;
+      a.ldy = o.w->rows;
+      a.bias = o.bias;
+      any_bf16 |= o.w->dtype == DType::kBF16;
+    }
+    if (any_bf16) {
       if (x_split_.size() < static_cast<size_t>(kGemvMaxRows * in)) {
         x_split_.resize(kGemvMaxRows * in);
       }
-      for (int64_t j = 0; j < args.n; ++j) {
-        SplitEvenOdd(args.x + j * in, in, block, x_split_.data() + j * in);
+      for (int64_t j = 0; j < rows; ++j) {
+        SplitEvenOdd(x + (r0 + j) * in, in, block, x_split_.data() + j * in);
       }
-      args.x_split = x_split_.data();
+      for (GemvArgs& a : args) a.x_split = x_split_.data();
     }
-    pool_.ParallelForDynamic(out, chunk_rows,
-                             [&](int64_t begin, int64_t end, int) { kernel(args, begin, end); });
+    auto run_chunks = [&](int64_t begin, int64_t end, int) {
+      for (int64_t c = begin; c < end; ++c) {
+        const Chunk& chunk = chunks_[c];
+        kernel(args[chunk.output], chunk.begin, chunk.end);
+      }
+    };
+    const auto num_chunks = static_cast<int64_t>(chunks_.size());
+    if (parallel) {
+      pool_.ParallelForDynamic(num_chunks, 1, run_chunks);
+    } else {
+      run_chunks(0, num_chunks, 0);
+    }
   }
 }
 

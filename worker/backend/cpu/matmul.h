@@ -11,9 +11,11 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "worker/backend/backend.h"
+#include "worker/backend/cpu/gemv_kernels.h"
 #include "worker/backend/cpu/thread_pool.h"
 
 namespace strata::backend::cpu {
@@ -25,16 +27,33 @@ class CpuMatMul {
 
   void Run(const float* x, int64_t n, const Weight& w, const float* bias, float* y);
 
+  // Several products of the same x. For few rows, one parallel region streams
+  // all the weights (one synchronisation instead of one per matrix, and small
+  // matrices such as k and v share the threads with large ones).
+  struct Output {
+    const Weight* w;
+    const float* bias;
+    float* y;
+  };
+  void RunMany(const float* x, int64_t n, std::span<const Output> outputs);
+
   // Rows of x up to which the GEMV path is used.
   static constexpr int64_t kGemvRowLimit = 8;
 
  private:
-  void RunGemv(const float* x, int64_t n, const Weight& w, const float* bias, float* y);
+  void RunGemv(const float* x, int64_t n, std::span<const Output> outputs);
   void RunSgemm(const float* x, int64_t n, const Weight& w, const float* bias, float* y);
 
   ThreadPool& pool_;
   const bool avx512_;
-  std::vector<float> x_split_;             // [kGemvMaxRows, in]
+  std::vector<float> x_split_;  // [kGemvMaxRows, in]
+  struct Chunk {
+    int32_t output;  // index into the outputs of RunGemv
+    int64_t begin;   // weight rows [begin, end)
+    int64_t end;
+  };
+  std::vector<Chunk> chunks_;
+  std::vector<GemvArgs> args_;
   std::vector<std::vector<float>> tiles_;  // per thread: widened weight tile
 };
 
