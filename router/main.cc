@@ -12,6 +12,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "common/server_process.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -42,20 +43,8 @@ int Fail(const std::string& message) {
   return 1;
 }
 
-// "HOST:PORT" with the port replaced by the one actually bound.
-std::string BoundAddress(const std::string& address, int port) {
-  return absl::StrCat(address.substr(0, address.rfind(':')), ":", port);
-}
-
 bool WriteReadyFile(const std::string& path, const nlohmann::json& contents) {
-  // Written whole and renamed, so a reader never sees half a file.
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary);
-    out << contents.dump() << "\n";
-    if (!out) return false;
-  }
-  return std::rename(temporary.c_str(), path.c_str()) == 0;
+  return strata::WriteFileAtomically(path, contents.dump() + "\n");
 }
 
 }  // namespace
@@ -110,7 +99,8 @@ int main(int argc, char** argv) {
       return Fail(absl::StrCat("--metrics-listen ", metrics_address, ": ", error.what()));
     }
     exposer->RegisterCollectable(metrics.registry());
-    bound_metrics_address = BoundAddress(metrics_address, exposer->GetListeningPorts().at(0));
+    bound_metrics_address =
+        strata::BoundAddress(metrics_address, exposer->GetListeningPorts().at(0));
   }
 
   strata::router::Backend backend(backend_address, &metrics);
@@ -126,7 +116,7 @@ int main(int argc, char** argv) {
   if (server == nullptr || port == 0) {
     ExitNow(Fail(absl::StrCat("--listen ", listen_address, ": cannot listen there")));
   }
-  const std::string bound_address = BoundAddress(listen_address, port);
+  const std::string bound_address = strata::BoundAddress(listen_address, port);
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   // "" is the server as a whole; probes may ask for either name.
   const auto set_serving = [health](bool serving) {

@@ -3,22 +3,14 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "common/hash.h"
 
 namespace strata::bench {
 namespace {
 
-uint64_t Mix(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebull;
-  x ^= x >> 31;
-  return x;
-}
-
 // A random stream per purpose: which run, which request or group, what for.
 uint64_t StreamSeed(uint64_t seed, uint64_t run, uint64_t kind, uint64_t index) {
-  return Mix(Mix(Mix(Mix(seed) ^ run) ^ kind) ^ index);
+  return MixBits(MixBits(MixBits(MixBits(seed) ^ run) ^ kind) ^ index);
 }
 
 constexpr uint64_t kPrefixStream = 1;

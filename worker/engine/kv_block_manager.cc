@@ -4,21 +4,11 @@
 #include <functional>
 
 #include "absl/strings/str_cat.h"
+#include "common/hash.h"
 #include "worker/engine/check.h"
 
 namespace strata::engine {
-namespace {
-
-uint64_t Mix(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebull;
-  x ^= x >> 31;
-  return x;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 KvBlockManager::KvBlockManager(int32_t num_blocks, int32_t block_size, bool enable_prefix_caching)
     : block_size_(block_size), prefix_caching_enabled_(enable_prefix_caching) {
@@ -39,9 +29,10 @@ int32_t KvBlockManager::BlocksForTokens(int64_t num_tokens, int32_t block_size) 
 }
 
 uint64_t KvBlockManager::HashBlock(uint64_t parent, std::span<const int32_t> token_ids) {
-  uint64_t hash = Mix(parent ^ 0x9e3779b97f4a7c15ull);
+  uint64_t hash = MixBits(parent ^ 0x9e3779b97f4a7c15ull);
   for (int32_t id : token_ids) {
-    hash = Mix(hash ^ (static_cast<uint64_t>(static_cast<uint32_t>(id)) + 0x9e3779b97f4a7c15ull));
+    hash =
+        MixBits(hash ^ (static_cast<uint64_t>(static_cast<uint32_t>(id)) + 0x9e3779b97f4a7c15ull));
   }
   return hash;
 }

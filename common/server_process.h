@@ -1,0 +1,17 @@
+// Small pieces every Strata server binary (strata-worker, strata-router)
+// needs around its gRPC server: the address it really bound, and the ready
+// file that scripts and tests wait for.
+#pragma once
+
+#include <string>
+
+namespace strata {
+
+// "HOST:PORT" with the port replaced by the one actually bound (for port 0).
+std::string BoundAddress(const std::string& address, int port);
+
+// Writes `contents` to `path` whole: to a temporary file, then renamed, so a
+// reader polling for the file never sees half of it. False on any I/O error.
+bool WriteFileAtomically(const std::string& path, const std::string& contents);
+
+}  // namespace strata
