@@ -37,7 +37,7 @@ run: configure
 	scripts/run-local.sh --build-dir $(BUILD_DIR) --model $(MODEL)
 
 bench: configure
-	ninja -C $(BUILD_DIR) -j $(JOBS) strata-model-bench strata-stream-bench
+	ninja -C $(BUILD_DIR) -j $(JOBS) strata-model-bench strata-stream-bench strata-bench strata-engine-bench
 
 format:
 	git ls-files '*.cc' '*.h' '*.cu' | xargs clang-format -i
