@@ -5,39 +5,16 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/worker/backend/random_matrix.h"
 
 namespace strata::backend {
 namespace {
-
-struct Matrix {
-  std::vector<uint8_t> bytes;  // as stored
-  std::vector<float> widened;  // the same values in F32
-};
-
-Matrix RandomMatrix(DType dtype, int64_t count, std::mt19937& rng) {
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  Matrix m;
-  m.bytes.resize(count * DTypeSize(dtype));
-  m.widened.resize(count);
-  for (int64_t i = 0; i < count; ++i) {
-    const float v = normal(rng);
-    if (dtype == DType::kF32) {
-      std::memcpy(&m.bytes[i * 4], &v, 4);
-      m.widened[i] = v;
-    } else {
-      const uint16_t h = dtype == DType::kBF16 ? F32ToBf16(v) : F32ToF16(v);
-      std::memcpy(&m.bytes[i * 2], &h, 2);
-      m.widened[i] = dtype == DType::kBF16 ? Bf16ToF32(h) : F16ToF32(h);
-    }
-  }
-  return m;
-}
 
 TEST(ConvertTest, WidenToF32MatchesScalarConversions) {
   std::mt19937 rng(5);
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
     for (int64_t count : {1, 8, 13, 100}) {
-      const Matrix m = RandomMatrix(dtype, count, rng);
+      const RandomMatrix m = MakeRandomMatrix(dtype, count, rng);
       std::vector<float> out(count);
       WidenToF32(m.bytes.data(), dtype, count, out.data());
       EXPECT_EQ(out, m.widened) << DTypeName(dtype) << " " << count;

@@ -7,33 +7,10 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/worker/backend/random_matrix.h"
 
 namespace strata::backend {
 namespace {
-
-struct Matrix {
-  std::vector<uint8_t> bytes;  // as stored
-  std::vector<float> widened;  // the same values in F32
-};
-
-Matrix RandomMatrix(DType dtype, int64_t count, std::mt19937& rng) {
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  Matrix m;
-  m.bytes.resize(count * DTypeSize(dtype));
-  m.widened.resize(count);
-  for (int64_t i = 0; i < count; ++i) {
-    const float v = normal(rng);
-    if (dtype == DType::kF32) {
-      std::memcpy(&m.bytes[i * 4], &v, 4);
-      m.widened[i] = v;
-    } else {
-      const uint16_t h = dtype == DType::kBF16 ? F32ToBf16(v) : F32ToF16(v);
-      std::memcpy(&m.bytes[i * 2], &h, 2);
-      m.widened[i] = dtype == DType::kBF16 ? Bf16ToF32(h) : F16ToF32(h);
-    }
-  }
-  return m;
-}
 
 using Kernel = void (*)(const GemvArgs&, int64_t, int64_t);
 
@@ -45,7 +22,7 @@ void CheckKernel(Kernel kernel, int64_t block) {
       for (int64_t n = 1; n <= kGemvMaxRows; ++n) {
         for (bool with_bias : {false, true}) {
           const int64_t out = 37;
-          const Matrix w = RandomMatrix(dtype, out * in, rng);
+          const RandomMatrix w = MakeRandomMatrix(dtype, out * in, rng);
           std::vector<float> x(n * in), bias(out), x_split(n * in);
           for (float& v : x) v = normal(rng);
           for (float& v : bias) v = normal(rng);
