@@ -136,8 +136,12 @@ class Backend {
   virtual void SiluMul(const float* gate, const float* up, int64_t count, float* out) = 0;
   // out[i] = a[i] + b[i]. out may alias a or b.
   virtual void Add(const float* a, const float* b, int64_t count, float* out) = 0;
-  // out[i, :] = table[ids[i], :] widened to F32, for i < n. REQUIRES: ids in range.
-  virtual void Embedding(const Weight& table, const int32_t* ids, int64_t n, float* out) = 0;
+  // out[i, :] = table[ids[i] - first_id, :] widened to F32, for i < n. The
+  // table may be one vocabulary-parallel shard holding ids [first_id,
+  // first_id + table.rows): an id outside that range gives a zero row, so
+  // that summing the shards' outputs gives the full lookup.
+  virtual void Embedding(const Weight& table, int64_t first_id, const int32_t* ids, int64_t n,
+                         float* out) = 0;
   // dst[i, :] = src[rows[i], :] for i < m; rows are d floats wide.
   virtual void GatherRows(const float* src, int64_t d, const int32_t* rows, int64_t m,
                           float* dst) = 0;

@@ -9,6 +9,7 @@
 #include "common/process_memory.h"
 #include "common/progress.h"
 #include "common/status_macros.h"
+#include "parallel/communicator_groups.h"
 #include "spdlog/spdlog.h"
 #include "worker/backend/convert.h"
 #include "worker/backend/rope_table.h"
@@ -55,168 +56,235 @@ uint64_t TouchPages(const void* data, size_t bytes) {
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Create(
     const ModelConfig& config, const LoadOptions& options,
     std::unique_ptr<backend::Backend> backend) {
-  std::unique_ptr<LlamaModel> model(new LlamaModel(config, std::move(backend)));
-  model->attention_.num_heads = config.num_attention_heads;
-  model->attention_.num_kv_heads = config.num_key_value_heads;
+  const ModelShard shard = options.shard.value_or(ModelShard::Whole(config));
+  if (shard.tp > 1 && options.links.tensor_parallel == nullptr) {
+    return absl::InvalidArgumentError("a tensor-parallel shard needs its TP communicator");
+  }
+  if ((!shard.first_stage() && options.links.previous_stage == nullptr) ||
+      (!shard.last_stage() && options.links.next_stage == nullptr)) {
+    return absl::InvalidArgumentError("a pipeline stage needs links to its neighbouring stages");
+  }
+  std::unique_ptr<LlamaModel> model(new LlamaModel(config, shard, options.links, std::move(backend)));
+  model->attention_.num_heads = static_cast<int32_t>(shard.tensor.attention_heads.size());
+  model->attention_.num_kv_heads = static_cast<int32_t>(shard.tensor.kv_heads.size());
   model->attention_.head_dim = config.head_dim;
   model->attention_.scale = 1.0f / std::sqrt(static_cast<float>(config.head_dim));
-  if (options.random_weights) {
-    STRATA_RETURN_IF_ERROR(model->LoadRandom(options));
-  } else {
-    STRATA_RETURN_IF_ERROR(model->LoadFromCheckpoint(options));
-  }
+  STRATA_RETURN_IF_ERROR(model->LoadWeights(options));
   STRATA_RETURN_IF_ERROR(model->AllocateCache(options));
   return model;
 }
 
-absl::Status LlamaModel::LoadFromCheckpoint(const LoadOptions& options) {
-  STRATA_ASSIGN_OR_RETURN(checkpoint_, Checkpoint::Open(options.model_dir));
+absl::Status LlamaModel::LoadWeights(const LoadOptions& options) {
   const std::vector<TensorSpec> specs = LlamaTensorSpecs(config_);
-  std::vector<HostTensor> tensors(specs.size());
-  uint64_t total_bytes = 0;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const TensorSpec& spec = specs[i];
-    const TensorView* tensor = checkpoint_->Find(spec.name);
-    if (tensor == nullptr) {
-      if (spec.optional) continue;
-      return absl::NotFoundError(absl::StrCat(checkpoint_->description(), ": missing tensor '",
-                                              spec.name, "' (shape ", ShapeString(spec.shape),
-                                              " from config.json)"));
-    }
-    if (tensor->shape != spec.shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          *tensor->file, ": tensor '", spec.name, "' has shape ", ShapeString(tensor->shape),
-          ", expected ", ShapeString(spec.shape), " from config.json"));
-    }
-    tensors[i] = {tensor->data, tensor->dtype, tensor->shape};
-    total_bytes += tensor->size_bytes;
-  }
-  {
-    Progress progress("loading weights", total_bytes);
-    uint64_t checksum = 0;
-    for (size_t i = 0; i < specs.size(); ++i) {
-      if (tensors[i].data == nullptr) continue;
-      const TensorView* tensor = checkpoint_->Find(specs[i].name);
-      checksum += TouchPages(tensor->data, tensor->size_bytes);
-      progress.Advance(tensor->size_bytes);
-    }
-    spdlog::debug("weights paged in (checksum {})", checksum);
-  }
-  return ImportWeights(tensors, options.weight_dtype.value_or(tensors.front().dtype));
-}
-
-absl::Status LlamaModel::LoadRandom(const LoadOptions& options) {
-  const DType dtype = options.weight_dtype.value_or(DType::kBF16);
-  const std::vector<TensorSpec> specs = LlamaTensorSpecs(config_);
-  uint64_t total_bytes = 0;
-  std::vector<uint64_t> offsets;
-  for (const TensorSpec& spec : specs) {
-    offsets.push_back(total_bytes);
-    const uint64_t size = static_cast<uint64_t>(Elements(spec.shape)) *
-                          (spec.shape.size() == 2 ? DTypeSize(dtype) : sizeof(float));
-    total_bytes += (size + 63) / 64 * 64;
-  }
-  STRATA_ASSIGN_OR_RETURN(auto buffer, backend::HostBuffer::Allocate(total_bytes));
-  auto* base = static_cast<std::byte*>(buffer->data());
-  std::vector<HostTensor> tensors(specs.size());
-  {
+  std::vector<ShardTensor> needed = LlamaShardTensors(config_, specs, shard_);
+  if (options.random_weights) {
+    // Every tensor is drawn whole from (seed, its index in the full list), so
+    // that each shard holds exactly its slice of the single-process weights.
+    const DType dtype = options.weight_dtype.value_or(DType::kBF16);
+    weight_dtype_ = dtype;
+    uint64_t total_bytes = 0;
+    for (const ShardTensor& t : needed) total_bytes += SliceBytes(specs[t.spec_index], t, dtype);
     Progress progress("generating random weights", total_bytes);
-    for (size_t i = 0; i < specs.size(); ++i) {
-      const TensorSpec& spec = specs[i];
+    for (const ShardTensor& t : needed) {
+      const TensorSpec& spec = specs[t.spec_index];
       const bool matrix = spec.shape.size() == 2;
-      const bool norm = spec.name.find("norm") != std::string::npos;
-      HostTensor& tensor = tensors[i];
-      tensor.data = base + offsets[i];
-      tensor.dtype = matrix ? dtype : DType::kF32;
-      tensor.shape = spec.shape;
+      const DType tensor_dtype = matrix ? dtype : DType::kF32;
       const int64_t count = Elements(spec.shape);
-      FillRandom(base + offsets[i], tensor.dtype, count, norm ? 1.0f : 0.0f, kRandomStddev,
-                 options.random_seed, i, options.num_threads);
-      progress.Advance(static_cast<uint64_t>(count) * DTypeSize(tensor.dtype));
+      STRATA_ASSIGN_OR_RETURN(
+          auto buffer,
+          backend::HostBuffer::Allocate(static_cast<size_t>(count) * DTypeSize(tensor_dtype)));
+      const bool norm = spec.name.find("norm") != std::string::npos;
+      FillRandom(buffer->data(), tensor_dtype, count, norm ? 1.0f : 0.0f, kRandomStddev,
+                 options.random_seed, t.spec_index, options.num_threads);
+      const HostTensor slice = Slice(buffer->data(), tensor_dtype, spec.shape, t);
+      // A whole matrix is imported as a view of the buffer, which then lives
+      // on; a slice is copied so that the rest of the buffer can go.
+      const bool whole = t.rows.size() == spec.shape[0] && slice.contiguous();
+      STRATA_RETURN_IF_ERROR(ImportTensor(spec.name, slice, dtype, /*view_allowed=*/whole));
+      if (whole && matrix) host_storage_.push_back(std::move(buffer));
+      progress.Advance(SliceBytes(spec, t, dtype));
     }
+  } else {
+    STRATA_ASSIGN_OR_RETURN(checkpoint_, Checkpoint::Open(options.model_dir));
+    // An untied model without lm_head.weight projects with the embedding.
+    for (size_t i = 0; i < needed.size(); ++i) {
+      const TensorSpec& spec = specs[needed[i].spec_index];
+      if (!spec.optional || checkpoint_->Find(spec.name) != nullptr) continue;
+      spdlog::warn("no {}: using model.embed_tokens.weight as the output projection", spec.name);
+      const ShardTensor embed{/*spec_index=*/0, needed[i].rows, needed[i].cols};
+      needed.erase(needed.begin() + static_cast<std::ptrdiff_t>(i));
+      if (needed.empty() || needed.front().spec_index != 0) needed.insert(needed.begin(), embed);
+      break;
+    }
+    std::vector<const TensorView*> views;
+    for (const ShardTensor& t : needed) {
+      const TensorSpec& spec = specs[t.spec_index];
+      const TensorView* tensor = checkpoint_->Find(spec.name);
+      if (tensor == nullptr) {
+        return absl::NotFoundError(absl::StrCat(checkpoint_->description(), ": missing tensor '",
+                                                spec.name, "' (shape ", ShapeString(spec.shape),
+                                                " from config.json)"));
+      }
+      if (tensor->shape != spec.shape) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            *tensor->file, ": tensor '", spec.name, "' has shape ", ShapeString(tensor->shape),
+            ", expected ", ShapeString(spec.shape), " from config.json"));
+      }
+      views.push_back(tensor);
+    }
+    STRATA_RETURN_IF_ERROR(ImportCheckpointSlices(options, needed, views));
   }
-  host_storage_.push_back(std::move(buffer));
-  return ImportWeights(tensors, dtype);
+  return FinishImport();
 }
 
-absl::StatusOr<backend::Weight> LlamaModel::ImportMatrix(const HostTensor& tensor, DType dtype) {
-  const int64_t rows = tensor.shape[0];
-  const int64_t cols = tensor.shape[1];
-  if (tensor.dtype == dtype) return backend_->ImportWeight(tensor.data, dtype, rows, cols);
-  const int64_t count = rows * cols;
-  STRATA_ASSIGN_OR_RETURN(
-      auto converted, backend::HostBuffer::Allocate(static_cast<size_t>(count) * DTypeSize(dtype)));
-  ConvertElements(tensor.data, tensor.dtype, converted->data(), dtype, count);
-  auto weight = backend_->ImportWeight(converted->data(), dtype, rows, cols);
+absl::Status LlamaModel::ImportCheckpointSlices(const LoadOptions& options,
+                                                const std::vector<ShardTensor>& needed,
+                                                const std::vector<const TensorView*>& views) {
+  const std::vector<TensorSpec> specs = LlamaTensorSpecs(config_);
+  // The matrices keep the file's dtype unless told otherwise.
+  const TensorView* embedding = checkpoint_->Find("model.embed_tokens.weight");
+  const DType dtype = options.weight_dtype.value_or(
+      embedding != nullptr ? embedding->dtype : views.front()->dtype);
+  weight_dtype_ = dtype;
+  uint64_t total_bytes = 0;
+  for (size_t i = 0; i < needed.size(); ++i) {
+    total_bytes += SliceBytes(specs[needed[i].spec_index], needed[i], views[i]->dtype);
+  }
+  Progress progress("loading weights", total_bytes);
+  for (size_t i = 0; i < needed.size(); ++i) {
+    const TensorView& view = *views[i];
+    const HostTensor slice = Slice(view.data, view.dtype, view.shape, needed[i]);
+    // Only the slice's pages are read, so a rank's resident memory is its
+    // share of the weights.
+    TouchSlice(slice);
+    STRATA_RETURN_IF_ERROR(ImportTensor(view.name, slice, dtype, /*view_allowed=*/true));
+    progress.Advance(SliceBytes(specs[needed[i].spec_index], needed[i], view.dtype));
+  }
+  return absl::OkStatus();
+}
+
+LlamaModel::HostTensor LlamaModel::Slice(const void* data, DType dtype,
+                                         const std::vector<int64_t>& shape, const ShardTensor& t) {
+  HostTensor slice;
+  slice.dtype = dtype;
+  const size_t element = DTypeSize(dtype);
+  if (shape.size() == 2) {
+    slice.rows = t.rows.size();
+    slice.cols = t.cols.size();
+    slice.row_stride = shape[1];
+    slice.data = static_cast<const std::byte*>(data) +
+                 (t.rows.begin * shape[1] + t.cols.begin) * static_cast<int64_t>(element);
+  } else {
+    slice.rows = 1;
+    slice.cols = t.rows.size();
+    slice.row_stride = slice.cols;
+    slice.data = static_cast<const std::byte*>(data) + t.rows.begin * static_cast<int64_t>(element);
+  }
+  return slice;
+}
+
+uint64_t LlamaModel::SliceBytes(const TensorSpec& spec, const ShardTensor& t, DType matrix_dtype) {
+  const bool matrix = spec.shape.size() == 2;
+  return static_cast<uint64_t>(t.rows.size()) * (matrix ? t.cols.size() : 1) *
+         (matrix ? DTypeSize(matrix_dtype) : sizeof(float));
+}
+
+void LlamaModel::TouchSlice(const HostTensor& slice) {
+  const size_t element = DTypeSize(slice.dtype);
+  const auto* base = static_cast<const std::byte*>(slice.data);
+  uint64_t checksum = 0;
+  for (int64_t r = 0; r < slice.rows; ++r) {
+    checksum += TouchPages(base + r * slice.row_stride * element, slice.cols * element);
+  }
+  touch_checksum_ += checksum;
+}
+
+absl::StatusOr<backend::Weight> LlamaModel::ImportMatrix(const HostTensor& tensor, DType dtype,
+                                                         bool view_allowed) {
+  if (view_allowed && tensor.dtype == dtype && tensor.contiguous()) {
+    return backend_->ImportWeight(tensor.data, dtype, tensor.rows, tensor.cols);
+  }
+  // A column slice or another dtype: copy the slice, row by row.
+  STRATA_ASSIGN_OR_RETURN(auto converted,
+                          backend::HostBuffer::Allocate(static_cast<size_t>(tensor.rows) *
+                                                        tensor.cols * DTypeSize(dtype)));
+  const size_t src_element = DTypeSize(tensor.dtype);
+  for (int64_t r = 0; r < tensor.rows; ++r) {
+    ConvertElements(static_cast<const std::byte*>(tensor.data) + r * tensor.row_stride * src_element,
+                    tensor.dtype,
+                    static_cast<std::byte*>(converted->data()) + r * tensor.cols * DTypeSize(dtype),
+                    dtype, tensor.cols);
+  }
+  auto weight = backend_->ImportWeight(converted->data(), dtype, tensor.rows, tensor.cols);
   host_storage_.push_back(std::move(converted));
   return weight;
 }
 
 absl::StatusOr<const float*> LlamaModel::ImportVector(const HostTensor& tensor) {
-  const int64_t count = Elements(tensor.shape);
+  const int64_t count = tensor.cols;
   std::vector<float> values(count);
   ConvertElements(tensor.data, tensor.dtype, values.data(), DType::kF32, count);
   STRATA_ASSIGN_OR_RETURN(auto buffer, backend_->Allocate(values.size() * sizeof(float)));
   backend_->CopyToDevice(buffer->data(), values.data(), values.size() * sizeof(float));
   const float* device = buffer->f32();
   device_storage_.push_back(std::move(buffer));
+  vector_bytes_ += static_cast<uint64_t>(count) * sizeof(float);
   return device;
 }
 
-absl::Status LlamaModel::ImportWeights(const std::vector<HostTensor>& tensors, DType matrix_dtype) {
-  const std::vector<TensorSpec> specs = LlamaTensorSpecs(config_);
-  absl::flat_hash_map<std::string, const HostTensor*> by_name;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    if (tensors[i].data != nullptr) by_name.emplace(specs[i].name, &tensors[i]);
+absl::Status LlamaModel::ImportTensor(const std::string& name, const HostTensor& slice,
+                                      DType matrix_dtype, bool view_allowed) {
+  if (name == "model.embed_tokens.weight") {
+    STRATA_ASSIGN_OR_RETURN(embed_, ImportMatrix(slice, matrix_dtype, view_allowed));
+    return absl::OkStatus();
   }
-  auto get = [&](const std::string& name) { return by_name.at(name); };
-  uint64_t vector_bytes = 0;
-  auto vec = [&](const std::string& name) -> absl::StatusOr<const float*> {
-    vector_bytes += static_cast<uint64_t>(Elements(get(name)->shape)) * sizeof(float);
-    return ImportVector(*get(name));
-  };
-
-  weight_dtype_ = matrix_dtype;
-  STRATA_ASSIGN_OR_RETURN(embed_, ImportMatrix(*get("model.embed_tokens.weight"), matrix_dtype));
-  uint64_t layer_bytes = 0;
-  layers_.resize(config_.num_hidden_layers);
-  for (int l = 0; l < config_.num_hidden_layers; ++l) {
-    Layer& layer = layers_[l];
-    auto matrix = [&](const char* suffix, backend::Weight& out) -> absl::Status {
-      STRATA_ASSIGN_OR_RETURN(out, ImportMatrix(*get(LayerTensorName(l, suffix)), matrix_dtype));
-      layer_bytes += out.bytes();
-      return absl::OkStatus();
-    };
-    STRATA_RETURN_IF_ERROR(matrix("self_attn.q_proj.weight", layer.q));
-    STRATA_RETURN_IF_ERROR(matrix("self_attn.k_proj.weight", layer.k));
-    STRATA_RETURN_IF_ERROR(matrix("self_attn.v_proj.weight", layer.v));
-    STRATA_RETURN_IF_ERROR(matrix("self_attn.o_proj.weight", layer.o));
-    STRATA_RETURN_IF_ERROR(matrix("mlp.gate_proj.weight", layer.gate));
-    STRATA_RETURN_IF_ERROR(matrix("mlp.up_proj.weight", layer.up));
-    STRATA_RETURN_IF_ERROR(matrix("mlp.down_proj.weight", layer.down));
-    STRATA_ASSIGN_OR_RETURN(layer.input_norm, vec(LayerTensorName(l, "input_layernorm.weight")));
-    STRATA_ASSIGN_OR_RETURN(layer.post_norm,
-                            vec(LayerTensorName(l, "post_attention_layernorm.weight")));
-    if (config_.attention_bias) {
-      STRATA_ASSIGN_OR_RETURN(layer.q_bias, vec(LayerTensorName(l, "self_attn.q_proj.bias")));
-      STRATA_ASSIGN_OR_RETURN(layer.k_bias, vec(LayerTensorName(l, "self_attn.k_proj.bias")));
-      STRATA_ASSIGN_OR_RETURN(layer.v_bias, vec(LayerTensorName(l, "self_attn.v_proj.bias")));
-    }
-  }
-  STRATA_ASSIGN_OR_RETURN(final_norm_, vec("model.norm.weight"));
-  if (config_.tie_word_embeddings) {
-    lm_head_ = &embed_;
-  } else if (by_name.contains("lm_head.weight")) {
-    STRATA_ASSIGN_OR_RETURN(lm_head_storage_, ImportMatrix(*get("lm_head.weight"), matrix_dtype));
+  if (name == "lm_head.weight") {
+    STRATA_ASSIGN_OR_RETURN(lm_head_storage_, ImportMatrix(slice, matrix_dtype, view_allowed));
     lm_head_ = &lm_head_storage_;
-  } else {
-    spdlog::warn("no lm_head.weight: using model.embed_tokens.weight as the output projection");
-    lm_head_ = &embed_;
+    return absl::OkStatus();
   }
-  const bool separate_head = lm_head_ != &embed_;
-  weight_bytes_ =
-      embed_.bytes() + layer_bytes + vector_bytes + (separate_head ? lm_head_->bytes() : 0);
-  decode_read_bytes_ = layer_bytes + vector_bytes + lm_head_->bytes();
+  if (name == "model.norm.weight") {
+    STRATA_ASSIGN_OR_RETURN(final_norm_, ImportVector(slice));
+    return absl::OkStatus();
+  }
+  // "model.layers.<l>.<suffix>"
+  const size_t dot = name.find('.', sizeof("model.layers.") - 1);
+  const int l = std::stoi(name.substr(sizeof("model.layers.") - 1));
+  const std::string suffix = name.substr(dot + 1);
+  if (layers_.empty()) layers_.resize(shard_.layers.size());
+  Layer& layer = layers_.at(l - shard_.layers.begin);
+  const absl::flat_hash_map<std::string, backend::Weight*> matrices = {
+      {"self_attn.q_proj.weight", &layer.q}, {"self_attn.k_proj.weight", &layer.k},
+      {"self_attn.v_proj.weight", &layer.v}, {"self_attn.o_proj.weight", &layer.o},
+      {"mlp.gate_proj.weight", &layer.gate}, {"mlp.up_proj.weight", &layer.up},
+      {"mlp.down_proj.weight", &layer.down}};
+  const absl::flat_hash_map<std::string, const float**> vectors = {
+      {"input_layernorm.weight", &layer.input_norm},
+      {"post_attention_layernorm.weight", &layer.post_norm},
+      {"self_attn.q_proj.bias", &layer.q_bias},
+      {"self_attn.k_proj.bias", &layer.k_bias},
+      {"self_attn.v_proj.bias", &layer.v_bias}};
+  if (auto it = matrices.find(suffix); it != matrices.end()) {
+    STRATA_ASSIGN_OR_RETURN(*it->second, ImportMatrix(slice, matrix_dtype, view_allowed));
+    layer_bytes_ += it->second->bytes();
+    return absl::OkStatus();
+  }
+  if (auto it = vectors.find(suffix); it != vectors.end()) {
+    STRATA_ASSIGN_OR_RETURN(*it->second, ImportVector(slice));
+    return absl::OkStatus();
+  }
+  return absl::InternalError(absl::StrCat("no slot for tensor ", name));
+}
+
+absl::Status LlamaModel::FinishImport() {
+  spdlog::debug("weights paged in (checksum {})", touch_checksum_);
+  if (layers_.empty()) layers_.resize(shard_.layers.size());
+  if (shard_.last_stage() && lm_head_ == nullptr) lm_head_ = &embed_;
+  const bool holds_embedding = embed_.data != nullptr;
+  const bool separate_head = lm_head_ != nullptr && lm_head_ != &embed_;
+  weight_bytes_ = (holds_embedding ? embed_.bytes() : 0) + layer_bytes_ + vector_bytes_ +
+                  (separate_head ? lm_head_->bytes() : 0);
+  decode_read_bytes_ = layer_bytes_ + vector_bytes_ + (lm_head_ != nullptr ? lm_head_->bytes() : 0);
   return absl::OkStatus();
 }
 
@@ -230,8 +298,7 @@ absl::Status LlamaModel::AllocateCache(const LoadOptions& options) {
         absl::StrCat("kv_num_blocks must be >= 0, got ", options.kv_num_blocks));
   }
   block_size_ = options.kv_block_size;
-  const uint64_t token_bytes = static_cast<uint64_t>(config_.num_hidden_layers) * 2 *
-                               config_.num_key_value_heads * config_.head_dim * sizeof(float);
+  const uint64_t token_bytes = KvBytesPerToken(config_, shard_);
   if (options.kv_num_blocks > 0) {
     num_blocks_ = options.kv_num_blocks;
   } else {
@@ -243,11 +310,12 @@ absl::Status LlamaModel::AllocateCache(const LoadOptions& options) {
     num_blocks_ = static_cast<int32_t>((tokens + block_size_ - 1) / block_size_);
   }
   attention_.block_size = block_size_;
+  const int64_t local_layers = shard_.layers.size();
   const uint64_t layer_floats = static_cast<uint64_t>(num_blocks_) * block_size_ *
-                                config_.num_key_value_heads * config_.head_dim;
-  STRATA_ASSIGN_OR_RETURN(
-      kv_cache_, backend_->Allocate(layer_floats * 2 * sizeof(float) * config_.num_hidden_layers));
-  for (int l = 0; l < config_.num_hidden_layers; ++l) {
+                                attention_.num_kv_heads * config_.head_dim;
+  STRATA_ASSIGN_OR_RETURN(kv_cache_,
+                          backend_->Allocate(layer_floats * 2 * sizeof(float) * local_layers));
+  for (int64_t l = 0; l < local_layers; ++l) {
     layers_[l].kv.key = kv_cache_->f32() + (2 * l) * layer_floats;
     layers_[l].kv.value = kv_cache_->f32() + (2 * l + 1) * layer_floats;
   }
@@ -346,9 +414,9 @@ absl::Status LlamaModel::ReserveStep(int32_t num_tokens, int32_t num_sequences,
     // Grow geometrically so a run of growing prefill chunks reallocates rarely.
     const size_t t = std::max<size_t>(num_tokens, token_capacity_ * 3 / 2);
     const size_t hidden = config_.hidden_size;
-    const size_t q_dim = static_cast<size_t>(config_.num_attention_heads) * config_.head_dim;
-    const size_t kv_dim = static_cast<size_t>(config_.num_key_value_heads) * config_.head_dim;
-    const size_t inter = config_.intermediate_size;
+    const size_t q_dim = static_cast<size_t>(attention_.num_heads) * config_.head_dim;
+    const size_t kv_dim = static_cast<size_t>(attention_.num_kv_heads) * config_.head_dim;
+    const size_t inter = shard_.tensor.intermediate.size();
     STRATA_RETURN_IF_ERROR(reserve(x_, t * hidden * f));
     STRATA_RETURN_IF_ERROR(reserve(h_, t * hidden * f));
     STRATA_RETURN_IF_ERROR(reserve(delta_, t * hidden * f));
@@ -370,7 +438,7 @@ absl::Status LlamaModel::ReserveStep(int32_t num_tokens, int32_t num_sequences,
     STRATA_RETURN_IF_ERROR(reserve(last_x_, s * config_.hidden_size * f));
     STRATA_RETURN_IF_ERROR(reserve(last_delta_, s * config_.hidden_size * f));
     STRATA_RETURN_IF_ERROR(reserve(last_h_, s * config_.hidden_size * f));
-    STRATA_RETURN_IF_ERROR(reserve(logits_, s * static_cast<size_t>(config_.vocab_size) * f));
+    STRATA_RETURN_IF_ERROR(reserve(logits_, s * static_cast<size_t>(shard_.tensor.vocab.size()) * f));
     sequence_capacity_ = static_cast<int32_t>(s);
   }
   if (table_entries > table_capacity_) {
@@ -425,9 +493,10 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, std::vector<float>& 
   attention_batch.max_context_len = max_context;
 
   const int64_t hidden = config_.hidden_size;
-  const int32_t heads = config_.num_attention_heads;
-  const int32_t kv_heads = config_.num_key_value_heads;
+  const int32_t heads = attention_.num_heads;        // this rank's query heads
+  const int32_t kv_heads = attention_.num_kv_heads;  // and KV heads
   const int32_t head_dim = config_.head_dim;
+  const int64_t inter = shard_.tensor.intermediate.size();
   const float eps = config_.rms_norm_eps;
   float* x = x_->f32();          // [n, hidden] residual stream
   float* h = h_->f32();          // [n, hidden] normalised
@@ -436,11 +505,27 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, std::vector<float>& 
   float* k = k_->f32();          // [n, kv_heads * head_dim]
   float* v = v_->f32();          // [n, kv_heads * head_dim]
   float* attn = attn_->f32();    // [n, heads * head_dim]
-  float* gate = gate_->f32();    // [n, intermediate]
-  float* up = up_->f32();        // [n, intermediate]
+  float* gate = gate_->f32();    // [n, inter]
+  float* up = up_->f32();        // [n, inter]
   const int32_t* positions = positions_->i32();
+  const size_t activation_floats = static_cast<size_t>(n) * hidden;
 
-  be.Embedding(embed_, token_ids_->i32(), n, x);
+  // Sums the TP ranks' partial results in place (device memory, after the
+  // ops that wrote it have finished).
+  parallel::Communicator* tp_group = shard_.tp > 1 ? links_.tensor_parallel : nullptr;
+  auto all_reduce = [&](float* data) -> absl::Status {
+    if (tp_group == nullptr) return absl::OkStatus();
+    STRATA_RETURN_IF_ERROR(be.Synchronize());
+    return tp_group->AllReduceSum(data, activation_floats);
+  };
+
+  if (shard_.first_stage()) {
+    be.Embedding(embed_, shard_.tensor.vocab.begin, token_ids_->i32(), n, x);
+    STRATA_RETURN_IF_ERROR(all_reduce(x));
+  } else {
+    STRATA_RETURN_IF_ERROR(links_.previous_stage->Recv(x, activation_floats * sizeof(float),
+                                                       parallel::CommunicatorGroups::kLowerStage));
+  }
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& layer = layers_[l];
     if (l == 0) {
@@ -456,12 +541,23 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, std::vector<float>& 
     be.AppendKv(layer.kv, attention_, k, v, slots_->i32(), n);
     be.PagedAttention(q, attention_batch, layer.kv, attention_, attn);
     be.MatMul(attn, n, layer.o, nullptr, delta);
+    STRATA_RETURN_IF_ERROR(all_reduce(delta));
     be.AddRmsNorm(x, delta, n, hidden, layer.post_norm, eps, h);  // x += attention output
     const backend::Backend::MatMulOutput gate_up[] = {{&layer.gate, nullptr, gate},
                                                       {&layer.up, nullptr, up}};
     be.MatMulMany(h, n, gate_up);
-    be.SiluMul(gate, up, n * static_cast<int64_t>(config_.intermediate_size), gate);
+    be.SiluMul(gate, up, n * inter, gate);
     be.MatMul(gate, n, layer.down, nullptr, delta);
+    STRATA_RETURN_IF_ERROR(all_reduce(delta));
+  }
+
+  if (!shard_.last_stage()) {
+    // The next stage continues from the complete residual stream.
+    be.Add(x, delta, static_cast<int64_t>(activation_floats), x);
+    STRATA_RETURN_IF_ERROR(be.Synchronize());
+    logits.clear();
+    return links_.next_stage->Send(x, activation_floats * sizeof(float),
+                                   parallel::CommunicatorGroups::kHigherStage);
   }
 
   // Only the last token of each sequence that wants logits goes through the
@@ -474,8 +570,37 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, std::vector<float>& 
   be.GatherRows(delta, hidden, logit_rows_->i32(), rows, last_delta_->f32());
   be.AddRmsNorm(last_x_->f32(), last_delta_->f32(), rows, hidden, final_norm_, eps, last_h_->f32());
   be.MatMul(last_h_->f32(), rows, *lm_head_, nullptr, logits_->f32());
-  be.CopyToHost(logits.data(), logits_->data(), logits.size() * sizeof(float));
-  return be.Synchronize();
+  if (shard_.tp == 1) {
+    be.CopyToHost(logits.data(), logits_->data(), logits.size() * sizeof(float));
+    return be.Synchronize();
+  }
+  return GatherLogits(rows, logits);
+}
+
+absl::Status LlamaModel::GatherLogits(int32_t rows, std::vector<float>& logits) {
+  // Vocabulary slices may differ by one id (BalancedSplit): each rank pads
+  // its rows to the widest slice so that one all-gather collects them all.
+  backend::Backend& be = *backend_;
+  const int64_t vocab = config_.vocab_size;
+  const int64_t local = shard_.tensor.vocab.size();
+  const int64_t widest = parallel::BalancedSplit(vocab, shard_.tp, 0).size();
+  local_logits_host_.assign(static_cast<size_t>(rows) * widest, 0.0f);
+  for (int32_t r = 0; r < rows; ++r) {
+    be.CopyToHost(local_logits_host_.data() + r * widest, logits_->f32() + r * local,
+                  local * sizeof(float));
+  }
+  STRATA_RETURN_IF_ERROR(be.Synchronize());
+  gathered_logits_host_.resize(local_logits_host_.size() * shard_.tp);
+  STRATA_RETURN_IF_ERROR(links_.tensor_parallel->AllGather(
+      local_logits_host_.data(), local_logits_host_.size(), gathered_logits_host_.data()));
+  for (int t = 0; t < shard_.tp; ++t) {
+    const parallel::IndexRange slice = parallel::BalancedSplit(vocab, shard_.tp, t);
+    const float* from = gathered_logits_host_.data() + static_cast<size_t>(t) * rows * widest;
+    for (int32_t r = 0; r < rows; ++r) {
+      std::copy_n(from + r * widest, slice.size(), logits.data() + r * vocab + slice.begin);
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace strata::model

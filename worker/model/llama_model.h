@@ -9,6 +9,14 @@
 //   h = RmsNorm(x); x += (silu(h·Wg^T) * h·Wu^T)·Wd^T
 // then logits = RmsNorm(x[last token of each sequence])·W_lm^T.
 //
+// A shard (LoadOptions::shard) runs only its stage's layers on its slices of
+// the weights: the first stage embeds (vocabulary-parallel: each TP rank looks
+// up the ids it holds, then one all-reduce), later stages receive the
+// residual stream from the previous stage; o and down give partial sums,
+// all-reduced over the TP group; a stage that is not the last sends its
+// residual stream on and returns no logits; the last stage's TP ranks each
+// compute their vocabulary slice of the logits and all-gather them.
+//
 // Thread-safety: as Model (Forward from one thread at a time).
 #pragma once
 
@@ -17,7 +25,9 @@
 
 #include "worker/backend/backend.h"
 #include "worker/backend/host_buffer.h"
+#include "worker/model/llama_weights.h"
 #include "worker/model/model.h"
+#include "worker/model/model_shard.h"
 #include "worker/model/safetensors.h"
 
 namespace strata::model {
@@ -39,6 +49,7 @@ class LlamaModel final : public Model {
   absl::Status Forward(const ForwardBatch& batch, std::vector<float>& logits) override;
 
   backend::Backend& backend() { return *backend_; }
+  const ModelShard& shard() const { return shard_; }
 
  private:
   struct Layer {
@@ -51,40 +62,68 @@ class LlamaModel final : public Model {
     backend::KvCacheLayer kv;
   };
 
-  // One tensor's contents before import: a view of the file mapping or of
-  // the random-weights buffer.
+  // A slice of one tensor before import: a view of the file mapping or of a
+  // random-weights buffer. rows x cols elements, rows row_stride apart
+  // (vectors: one row).
   struct HostTensor {
     const void* data = nullptr;
     DType dtype = DType::kF32;
-    std::vector<int64_t> shape;
+    int64_t rows = 0;
+    int64_t cols = 0;
+    int64_t row_stride = 0;
+
+    bool contiguous() const { return rows <= 1 || row_stride == cols; }
   };
 
-  LlamaModel(const ModelConfig& config, std::unique_ptr<backend::Backend> backend)
-      : config_(config), backend_(std::move(backend)) {}
+  LlamaModel(const ModelConfig& config, const ModelShard& shard, const ShardLinks& links,
+             std::unique_ptr<backend::Backend> backend)
+      : config_(config), shard_(shard), links_(links), backend_(std::move(backend)) {}
 
-  absl::Status LoadFromCheckpoint(const LoadOptions& options);
-  absl::Status LoadRandom(const LoadOptions& options);
-  absl::Status ImportWeights(const std::vector<HostTensor>& tensors, DType matrix_dtype);
-  absl::StatusOr<backend::Weight> ImportMatrix(const HostTensor& tensor, DType dtype);
+  absl::Status LoadWeights(const LoadOptions& options);
+  absl::Status ImportCheckpointSlices(const LoadOptions& options,
+                                      const std::vector<ShardTensor>& needed,
+                                      const std::vector<const TensorView*>& views);
+  static HostTensor Slice(const void* data, DType dtype, const std::vector<int64_t>& shape,
+                          const ShardTensor& t);
+  static uint64_t SliceBytes(const TensorSpec& spec, const ShardTensor& t, DType matrix_dtype);
+  void TouchSlice(const HostTensor& slice);
+  // Stores a slice where `name` belongs. view_allowed: a contiguous matrix in
+  // the right dtype may stay a view of its source (which must then outlive
+  // the model); otherwise it is copied.
+  absl::Status ImportTensor(const std::string& name, const HostTensor& slice, DType matrix_dtype,
+                            bool view_allowed);
+  absl::StatusOr<backend::Weight> ImportMatrix(const HostTensor& tensor, DType dtype,
+                                               bool view_allowed);
   absl::StatusOr<const float*> ImportVector(const HostTensor& tensor);
+  absl::Status FinishImport();
   absl::Status AllocateCache(const LoadOptions& options);
   absl::Status ValidateBatch(const ForwardBatch& batch) const;
   absl::Status ReserveStep(int32_t num_tokens, int32_t num_sequences, size_t table_entries);
+  // Last stage: logits of `rows` rows from this rank's vocabulary slice,
+  // gathered over the TP group into logits [rows, vocab_size].
+  absl::Status GatherLogits(int32_t rows, std::vector<float>& logits);
 
   const ModelConfig config_;
+  const ModelShard shard_;
+  const ShardLinks links_;
   std::unique_ptr<backend::Backend> backend_;
   DType weight_dtype_ = DType::kF32;
   uint64_t weight_bytes_ = 0;
   uint64_t decode_read_bytes_ = 0;
+  uint64_t layer_bytes_ = 0;   // layer matrices, as imported
+  uint64_t vector_bytes_ = 0;  // norms and biases, as F32
+  uint64_t touch_checksum_ = 0;
 
   // Keep the sources of zero-copy weights alive.
   std::unique_ptr<Checkpoint> checkpoint_;
   std::vector<std::unique_ptr<backend::HostBuffer>> host_storage_;
   std::vector<std::unique_ptr<backend::DeviceBuffer>> device_storage_;
 
+  // Vocabulary slices: embed_ on the first stage (and the last when tied),
+  // the LM head on the last stage.
   backend::Weight embed_;
   backend::Weight lm_head_storage_;           // used only when not tied
-  const backend::Weight* lm_head_ = nullptr;  // &embed_ or &lm_head_storage_
+  const backend::Weight* lm_head_ = nullptr;  // &embed_ or &lm_head_storage_; last stage only
   const float* final_norm_ = nullptr;
   std::vector<Layer> layers_;
   backend::AttentionParams attention_;
@@ -109,6 +148,8 @@ class LlamaModel final : public Model {
   std::vector<backend::AttentionSequence> sequences_host_;
   std::vector<int32_t> tables_host_;
   std::vector<int32_t> logit_rows_host_;
+  std::vector<float> local_logits_host_;     // [rows, max vocab slice], padded
+  std::vector<float> gathered_logits_host_;  // [tp, rows, max vocab slice]
 };
 
 }  // namespace strata::model

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "worker/model/forward_batch.h"
 #include "worker/model/model_config.h"
+#include "worker/model/model_shard.h"
 
 namespace strata::model {
 
@@ -34,6 +35,11 @@ struct LoadOptions {
   // CPU backend: run the AVX-512 kernels when the CPU has them (false forces
   // the AVX2 ones, for comparison).
   bool use_avx512 = true;
+  // The part of the model this process holds (unset: all of it) and the
+  // communicators its forward pass uses (see model_shard.h). KV cache sizes
+  // (kv_num_blocks) then count this shard's layers and KV heads only.
+  std::optional<ModelShard> shard;
+  ShardLinks links;
 };
 
 class Model {
@@ -57,7 +63,9 @@ class Model {
 
   // Runs one step: appends K/V of the batch's tokens to the cache and writes
   // logits [batch.NumLogitRows(), vocab_size] (row-major, F32) for the last
-  // token of each sequence that wants logits.
+  // token of each sequence that wants logits. A shard that is not the last
+  // pipeline stage hands its activations to the next stage and leaves
+  // `logits` empty.
   virtual absl::Status Forward(const ForwardBatch& batch, std::vector<float>& logits) = 0;
 };
 

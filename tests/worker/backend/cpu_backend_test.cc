@@ -194,13 +194,29 @@ TEST_F(CpuBackendTest, ElementwiseOpsMatchScalar) {
   for (int64_t i = 0; i < count; ++i) ASSERT_FLOAT_EQ(got[i], a[i] + b[i]);
 }
 
+TEST_F(CpuBackendTest, EmbeddingOfAVocabularyShardGivesZeroRowsForOtherIds) {
+  // The shard holds ids [20, 30); 19 and 30 belong to the neighbouring shards.
+  std::vector<float> table_values;
+  const Weight table = MakeWeight(DType::kBF16, 10, 7, table_values);
+  const std::vector<int32_t> ids = {19, 20, 29, 30};
+  float* out = Upload(std::vector<float>(4 * 7, 5.0f));  // stale values must be overwritten
+  backend_.Embedding(table, /*first_id=*/20, Upload(ids), 4, out);
+  const std::vector<float> got = Download(out, 4 * 7);
+  for (int j = 0; j < 7; ++j) {
+    EXPECT_EQ(got[0 * 7 + j], 0.0f);
+    EXPECT_EQ(got[1 * 7 + j], table_values[0 * 7 + j]);
+    EXPECT_EQ(got[2 * 7 + j], table_values[9 * 7 + j]);
+    EXPECT_EQ(got[3 * 7 + j], 0.0f);
+  }
+}
+
 TEST_F(CpuBackendTest, EmbeddingAndGatherRowsCopyTheRightRows) {
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
     std::vector<float> table_values;
     const Weight table = MakeWeight(dtype, 10, 13, table_values);
     const std::vector<int32_t> ids = {9, 0, 4, 4};
     float* out = Zeros(4 * 13);
-    backend_.Embedding(table, Upload(ids), 4, out);
+    backend_.Embedding(table, /*first_id=*/0, Upload(ids), 4, out);
     const std::vector<float> got = Download(out, 4 * 13);
     for (int i = 0; i < 4; ++i) {
       for (int j = 0; j < 13; ++j) ASSERT_EQ(got[i * 13 + j], table_values[ids[i] * 13 + j]);

@@ -90,8 +90,9 @@ void CpuBackend::Add(const float* a, const float* b, int64_t count, float* out) 
   cpu::Add(pool_, a, b, count, out);
 }
 
-void CpuBackend::Embedding(const Weight& table, const int32_t* ids, int64_t n, float* out) {
-  cpu::Embedding(pool_, table, ids, n, out);
+void CpuBackend::Embedding(const Weight& table, int64_t first_id, const int32_t* ids, int64_t n,
+                           float* out) {
+  cpu::Embedding(pool_, table, first_id, ids, n, out);
 }
 
 void CpuBackend::GatherRows(const float* src, int64_t d, const int32_t* rows, int64_t m,

@@ -50,7 +50,8 @@ class CpuBackend final : public Backend {
             const float* cos, const float* sin) override;
   void SiluMul(const float* gate, const float* up, int64_t count, float* out) override;
   void Add(const float* a, const float* b, int64_t count, float* out) override;
-  void Embedding(const Weight& table, const int32_t* ids, int64_t n, float* out) override;
+  void Embedding(const Weight& table, int64_t first_id, const int32_t* ids, int64_t n,
+                 float* out) override;
   void GatherRows(const float* src, int64_t d, const int32_t* rows, int64_t m, float* dst) override;
   void AppendKv(const KvCacheLayer& cache, const AttentionParams& params, const float* k,
                 const float* v, const int32_t* slots, int64_t n) override;

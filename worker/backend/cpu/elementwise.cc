@@ -1,5 +1,6 @@
 #include "worker/backend/cpu/elementwise.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -71,12 +72,18 @@ void Add(ThreadPool& pool, const float* a, const float* b, int64_t count, float*
   });
 }
 
-void Embedding(ThreadPool& pool, const Weight& table, const int32_t* ids, int64_t n, float* out) {
+void Embedding(ThreadPool& pool, const Weight& table, int64_t first_id, const int32_t* ids,
+               int64_t n, float* out) {
   const int64_t d = table.cols;
   const size_t row_bytes = static_cast<size_t>(d) * DTypeSize(table.dtype);
   pool.ParallelFor(n, kMinRowsPerThread, [&](int64_t begin, int64_t end, int) {
     for (int64_t i = begin; i < end; ++i) {
-      const auto* row = static_cast<const std::byte*>(table.data) + ids[i] * row_bytes;
+      const int64_t row_index = ids[i] - first_id;
+      if (row_index < 0 || row_index >= table.rows) {
+        std::fill_n(out + i * d, d, 0.0f);
+        continue;
+      }
+      const auto* row = static_cast<const std::byte*>(table.data) + row_index * row_bytes;
       WidenToF32(row, table.dtype, d, out + i * d);
     }
   });

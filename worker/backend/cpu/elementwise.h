@@ -21,7 +21,8 @@ void Rope(ThreadPool& pool, float* x, int64_t n, int32_t num_heads, int32_t head
           const int32_t* positions, const float* cos, const float* sin);
 void SiluMul(ThreadPool& pool, const float* gate, const float* up, int64_t count, float* out);
 void Add(ThreadPool& pool, const float* a, const float* b, int64_t count, float* out);
-void Embedding(ThreadPool& pool, const Weight& table, const int32_t* ids, int64_t n, float* out);
+void Embedding(ThreadPool& pool, const Weight& table, int64_t first_id, const int32_t* ids,
+               int64_t n, float* out);
 void GatherRows(const float* src, int64_t d, const int32_t* rows, int64_t m, float* dst);
 
 }  // namespace strata::backend::cpu
