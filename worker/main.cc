@@ -1,11 +1,19 @@
-// strata-worker: serves one model over strata.v1.Inference.
+// strata-worker: serves one model over strata.v1.Inference, alone or as one
+// rank of a replica sharded over tp × pp processes (--tp/--pp/--rank/
+// --leader-address, or a LeaderWorkerSet environment).
 //
 // Start-up order: the gRPC server listens first (health NOT_SERVING, Inference
 // calls answer UNAVAILABLE "model is still loading"), then the model loads on
-// a thread, then health turns SERVING and --ready-file is written. A model
+// a thread (for a replica: bootstrap with the other ranks, then this rank's
+// shard), then health turns SERVING and --ready-file is written. A model
 // that cannot load ends the process with one line on stderr and exit code 1.
+// The leader (rank 0) serves Inference; other ranks serve only health and
+// metrics, and run the leader's step plans.
 // SIGINT/SIGTERM: health NOT_SERVING, calls in flight get --drain-seconds to
-// finish, then the engine stops and the process exits 0.
+// finish, then the engine stops (a leader tells its followers to exit) and the
+// process exits 0. A replica that loses a rank: the leader turns NOT_SERVING
+// at once, fails the calls in flight with UNAVAILABLE and exits 1; followers
+// exit 1; every message names the lost rank where known.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -32,6 +40,9 @@
 #include "nlohmann/json.hpp"
 #include "prometheus/exposer.h"
 #include "spdlog/spdlog.h"
+#include "parallel/bootstrap.h"
+#include "parallel/bootstrap_flags.h"
+#include "worker/distributed/replica.h"
 #include "worker/engine/engine_factory.h"
 #include "worker/service/inference_service.h"
 #include "worker/service/worker_metrics.h"
@@ -86,8 +97,16 @@ bool InstallTerminationHandlers() {
   return sigaction(SIGINT, &action, nullptr) == 0 && sigaction(SIGTERM, &action, nullptr) == 0;
 }
 
-// Waits up to `timeout` (forever if negative) for SIGINT/SIGTERM; returns the
-// signal number, or 0 if none came.
+// Events other threads post through the same pipe (signal numbers are < 64).
+constexpr unsigned char kReplicaFailed = 200;    // a collective failed: the replica is lost
+constexpr unsigned char kLeaderShutDown = 201;  // follower: the leader stopped the replica
+
+void PostEvent(unsigned char event) {
+  [[maybe_unused]] const ssize_t written = write(termination_pipe[1], &event, 1);
+}
+
+// Waits up to `timeout` (forever if negative) for SIGINT/SIGTERM or a posted
+// event; returns the signal number or event, or 0 if none came.
 int WaitForTerminationSignal(std::chrono::milliseconds timeout) {
   pollfd readable{termination_pipe[0], POLLIN, 0};
   const int ready = poll(&readable, 1, static_cast<int>(timeout.count()));
@@ -165,6 +184,8 @@ int main(int argc, char** argv) {
                  "On SIGINT/SIGTERM, let calls in flight finish for this long")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  strata::parallel::BootstrapFlags bootstrap_flags;
+  strata::parallel::AddBootstrapFlags(app, &bootstrap_flags);
   CLI11_PARSE(app, argc, argv);
   options.scheduler.enable_prefix_caching = !no_prefix_cache;
   options.scheduler.chunked_prefill = !no_chunked_prefill;
@@ -185,6 +206,13 @@ int main(int argc, char** argv) {
     if (!dtype.ok()) return Fail(absl::StrCat("--weight-dtype: ", dtype.status().message()));
     options.model.weight_dtype = *dtype;
   }
+  absl::StatusOr<strata::parallel::BootstrapConfig> bootstrap =
+      strata::parallel::ResolveBootstrapConfig(bootstrap_flags,
+                                               strata::parallel::LeaderWorkerSetEnvironment());
+  if (!bootstrap.ok()) return Fail(std::string(bootstrap.status().message()));
+  const bool sharded = bootstrap->world_size > 1;
+  const int rank = bootstrap->rank;
+  const bool leader = rank == 0;
 
   strata::service::WorkerMetrics metrics;
   std::unique_ptr<prometheus::Exposer> exposer;
@@ -207,7 +235,8 @@ int main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen_address, grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
+  // Followers answer health checks only; the leader is the replica's endpoint.
+  if (leader) builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     ExitNow(Fail(absl::StrCat("--listen ", listen_address, ": cannot listen there")));
@@ -215,22 +244,67 @@ int main(int argc, char** argv) {
   const std::string bound_address = strata::BoundAddress(listen_address, port);
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   // "" is the server as a whole; probes may ask for either name.
-  const auto set_serving = [health](bool serving) {
+  const auto set_serving = [health, leader](bool serving) {
     health->SetServingStatus("", serving);
-    health->SetServingStatus(std::string(strata::v1::Inference::service_full_name()), serving);
+    if (leader) {
+      health->SetServingStatus(std::string(strata::v1::Inference::service_full_name()), serving);
+    }
   };
   set_serving(false);
-  std::printf("%s: listening on %s metrics %s, loading %s\n", kProgram, bound_address.c_str(),
-              bound_metrics_address.c_str(), options.model.model_dir.c_str());
+  std::printf("%s: listening on %s metrics %s, loading %s%s\n", kProgram, bound_address.c_str(),
+              bound_metrics_address.c_str(), options.model.model_dir.c_str(),
+              sharded ? absl::StrCat(" as rank ", rank, " of ", bootstrap->world_size).c_str() : "");
   std::fflush(stdout);
 
   // The model loads on its own thread so that a termination signal during a
-  // long load is answered at once.
+  // long load (or a long wait for the other ranks) is answered at once.
   const auto load_start = std::chrono::steady_clock::now();
   absl::StatusOr<std::unique_ptr<strata::engine::Engine>> loaded;
+  std::unique_ptr<strata::distributed::ReplicaRank> follower;  // ranks > 0
+  uint64_t shard_weight_bytes = 0;
+  int32_t shard_kv_blocks = 0;
+  uint64_t shard_kv_bytes_per_token = 0;
   std::atomic<bool> load_done = false;
   std::thread loader([&] {
-    loaded = strata::engine::CreateEngine(options);
+    if (!sharded) {
+      loaded = strata::engine::CreateEngine(options);
+    } else {
+      strata::distributed::ReplicaOptions replica;
+      replica.bootstrap = *bootstrap;
+      replica.model = options.model;
+      replica.kv_cache_memory_bytes = options.kv_cache_memory_bytes;
+      absl::StatusOr<std::unique_ptr<strata::distributed::ReplicaRank>> started =
+          strata::distributed::ReplicaRank::Start(replica);
+      if (!started.ok()) {
+        loaded = started.status();
+      } else {
+        strata::distributed::ReplicaRank& shard = **started;
+        shard_weight_bytes = shard.shard_model().weight_bytes();
+        shard_kv_blocks = shard.shard_model().kv_num_blocks();
+        shard_kv_bytes_per_token =
+            strata::model::KvBytesPerToken(shard.shard_model().config(), shard.shard());
+        if (!leader) {
+          follower = *std::move(started);
+        } else {
+          absl::StatusOr<std::unique_ptr<strata::tokenizer::Tokenizer>> tokenizer =
+              strata::tokenizer::Tokenizer::Load(options.tokenizer_path.empty()
+                                                     ? options.model.model_dir
+                                                     : options.tokenizer_path);
+          if (!tokenizer.ok()) {
+            loaded = tokenizer.status();
+          } else {
+            // A lost rank: NOT_SERVING at once (routers stop sending here), then
+            // the main thread fails what is in flight and exits.
+            auto model = strata::distributed::ReplicaRank::MakeLeaderModel(
+                *std::move(started), [set_serving](const absl::Status&) {
+                  set_serving(false);
+                  PostEvent(kReplicaFailed);
+                });
+            loaded = strata::engine::CreateEngine(options, std::move(model), *std::move(tokenizer));
+          }
+        }
+      }
+    }
     load_done.store(true);
   });
   while (!load_done.load()) {
@@ -242,12 +316,51 @@ int main(int argc, char** argv) {
     }
   }
   loader.join();
-  if (!loaded.ok()) {
+  if (!loaded.ok() && follower == nullptr) {
     server->Shutdown(std::chrono::system_clock::now());
-    ExitNow(Fail(std::string(loaded.status().message())));
+    ExitNow(Fail(sharded ? absl::StrCat("rank ", rank, ": ", loaded.status().message())
+                         : std::string(loaded.status().message())));
   }
-  std::unique_ptr<strata::engine::Engine> engine = *std::move(loaded);
+  const double load_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+  const nlohmann::json ready = {{"listen", bound_address},
+                                {"metrics", bound_metrics_address},
+                                {"pid", static_cast<int>(getpid())},
+                                {"rank", rank}};
 
+  if (follower != nullptr) {
+    metrics.SetRankMemory(rank, shard_weight_bytes,
+                          shard_kv_bytes_per_token * options.model.kv_block_size * shard_kv_blocks);
+    set_serving(true);
+    spdlog::info("{}: rank {} ready in {:.2f} s ({} of weights); resident memory {}", kProgram,
+                 rank, load_seconds, strata::HumanBytes(shard_weight_bytes),
+                 strata::HumanBytes(strata::ResidentMemoryBytes()));
+    if (!ready_file.empty() && !WriteReadyFile(ready_file, ready)) {
+      spdlog::error("cannot write --ready-file {}", ready_file);
+    }
+    absl::Status follower_status;
+    std::thread steps([&] {
+      follower_status = follower->RunFollower();
+      PostEvent(follower_status.ok() ? kLeaderShutDown : kReplicaFailed);
+    });
+    int event = 0;
+    while (event == 0) event = WaitForTerminationSignal(std::chrono::milliseconds(-1));
+    health->Shutdown();
+    server->Shutdown(std::chrono::system_clock::now());
+    if (event == kReplicaFailed) {
+      ExitNow(Fail(absl::StrCat("rank ", rank, ": replica lost: ", follower_status.message())));
+    }
+    if (event == kLeaderShutDown) {
+      steps.join();
+      spdlog::info("{}: rank {}: the leader shut the replica down; exiting", kProgram, rank);
+    } else {
+      spdlog::info("{}: rank {}: shutting down on signal {}", kProgram, rank, event);
+    }
+    // On a signal the step thread may be inside a collective: leave without joining it.
+    ExitNow(0);
+  }
+
+  std::unique_ptr<strata::engine::Engine> engine = *std::move(loaded);
   const strata::model::ModelConfig& config = engine->model_config();
   strata::service::ModelDescription description;
   description.model_name = ModelName(options.model.model_dir);
@@ -255,10 +368,12 @@ int main(int argc, char** argv) {
       options.model.random_weights ? strata::DType::kBF16 : config.torch_dtype)));
   description.parameter_count = config.ParameterCount();
   service.AttachEngine(engine.get(), description);
-  metrics.SetEngine(engine.get(), options.model.kv_block_size, /*ranks=*/1);
-  {
-    // One rank holds the whole model today (tp = pp = 1): its weights as kept
-    // in memory and the KV cache pool.
+  metrics.SetEngine(engine.get(), options.model.kv_block_size, bootstrap->world_size);
+  if (sharded) {
+    metrics.SetRankMemory(rank, shard_weight_bytes,
+                          shard_kv_bytes_per_token * options.model.kv_block_size * shard_kv_blocks);
+  } else {
+    // One rank holds the whole model: its weights as kept in memory and the KV cache pool.
     const strata::DType weight_dtype = options.model.weight_dtype.value_or(
         options.model.random_weights ? strata::DType::kBF16 : config.torch_dtype);
     const uint64_t weight_bytes =
@@ -269,24 +384,32 @@ int main(int argc, char** argv) {
     metrics.SetRankMemory(/*rank=*/0, weight_bytes, kv_cache_bytes);
   }
   set_serving(true);
-  spdlog::info("{}: {} ({}, {} parameters, {}) loaded in {:.2f} s; resident memory {}", kProgram,
+  spdlog::info("{}: {} ({}, {} parameters, {}{}) loaded in {:.2f} s; resident memory {}", kProgram,
                description.model_name, config.architecture, description.parameter_count,
                description.weight_dtype,
-               std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count(),
-               strata::HumanBytes(strata::ResidentMemoryBytes()));
+               sharded ? absl::StrCat(", tp ", bootstrap->tp, " pp ", bootstrap->pp) : "",
+               load_seconds, strata::HumanBytes(strata::ResidentMemoryBytes()));
   std::printf("%s: serving on %s metrics %s\n", kProgram, bound_address.c_str(),
               bound_metrics_address.c_str());
   std::fflush(stdout);
-  if (!ready_file.empty() && !WriteReadyFile(ready_file, {{"listen", bound_address},
-                                                          {"metrics", bound_metrics_address},
-                                                          {"pid", static_cast<int>(getpid())}})) {
+  if (!ready_file.empty() && !WriteReadyFile(ready_file, ready)) {
     spdlog::error("cannot write --ready-file {}", ready_file);
   }
 
-  int signal_number = 0;
-  while (signal_number == 0)
-    signal_number = WaitForTerminationSignal(std::chrono::milliseconds(-1));
-  spdlog::info("{}: shutting down on signal {}", kProgram, signal_number);
+  int event = 0;
+  while (event == 0) event = WaitForTerminationSignal(std::chrono::milliseconds(-1));
+  if (event == kReplicaFailed) {
+    // Health is already NOT_SERVING. Calls in flight fail with UNAVAILABLE as
+    // the engine's steps fail; give them a moment to reach their clients.
+    health->Shutdown();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (service.GenerateCallsInFlight() > 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    server->Shutdown(std::chrono::system_clock::now());
+    ExitNow(Fail("the replica lost a rank (see the error above); exiting so that it is restarted"));
+  }
+  spdlog::info("{}: shutting down on signal {}", kProgram, event);
   health->Shutdown();  // every service NOT_SERVING from here on
   // Generate calls in flight get --drain-seconds to finish; then whatever is
   // left (long-lived health watches included) is cancelled.
@@ -299,5 +422,7 @@ int main(int argc, char** argv) {
   // Calls are done; stop the engine before anything it calls back into goes.
   engine->Shutdown();
   metrics.SetEngine(nullptr);
+  // A leader's model tells the followers to exit as it is destroyed.
+  engine.reset();
   ExitNow(0);
 }

@@ -1,6 +1,8 @@
 #include "tests/integration/test_servers.h"
 
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -38,14 +40,14 @@ std::string CliBinary() { return STRATA_BINARY_DIR "/cli/strata"; }
 
 absl::StatusOr<ServerProcess> LaunchWorker(const std::string& model_dir,
                                            const std::vector<std::string>& extra_flags,
-                                           const std::string& log_dir) {
+                                           const std::string& log_dir, const std::string& name) {
   std::vector<std::string> argv = {WorkerBinary(), "--model",     model_dir,
                                    "--listen",     "127.0.0.1:0", "--metrics-listen",
                                    "127.0.0.1:0",  "--log-level", "warn"};
   argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
   ServerProcess server;
   absl::StatusOr<std::unique_ptr<ChildProcess>> process =
-      ChildProcess::Start({argv, log_dir, "worker", std::nullopt});
+      ChildProcess::Start({argv, log_dir, name, std::nullopt});
   if (!process.ok()) return process.status();
   server.process = *std::move(process);
   absl::StatusOr<std::string> line =
@@ -53,6 +55,42 @@ absl::StatusOr<ServerProcess> LaunchWorker(const std::string& model_dir,
   if (!line.ok()) return line.status();
   if (absl::Status status = ParseAddresses(*line, server); !status.ok()) return status;
   return server;
+}
+
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+    port = ntohs(address.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+absl::StatusOr<ReplicaProcesses> LaunchReplica(const std::string& model_dir, int tp, int pp,
+                                               const std::vector<std::string>& extra_flags,
+                                               const std::string& log_dir) {
+  ReplicaProcesses replica;
+  replica.leader_store = absl::StrCat("127.0.0.1:", FreePort());
+  const int world = tp * pp;
+  replica.ranks.resize(world);
+  for (int rank = world - 1; rank >= 0; --rank) {
+    std::vector<std::string> flags = {"--tp",   absl::StrCat(tp),   "--pp",
+                                      absl::StrCat(pp), "--rank", absl::StrCat(rank),
+                                      "--leader-address", replica.leader_store, "--threads", "1"};
+    flags.insert(flags.end(), extra_flags.begin(), extra_flags.end());
+    absl::StatusOr<ServerProcess> process =
+        LaunchWorker(model_dir, flags, log_dir, absl::StrCat("rank", rank));
+    if (!process.ok()) return process.status();
+    replica.ranks[rank] = *std::move(process);
+  }
+  return replica;
 }
 
 absl::StatusOr<ServerProcess> LaunchRouter(const std::string& backend, const std::string& log_dir) {

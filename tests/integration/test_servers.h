@@ -29,9 +29,28 @@ struct ServerProcess {
 
 // Starts strata-worker on `model_dir` with `extra_flags` and returns once it
 // prints its addresses (the model may still be loading).
+// `name` names its log files in `log_dir`.
 absl::StatusOr<ServerProcess> LaunchWorker(const std::string& model_dir,
                                            const std::vector<std::string>& extra_flags,
-                                           const std::string& log_dir);
+                                           const std::string& log_dir,
+                                           const std::string& name = "worker");
+
+// A TCP port of 127.0.0.1 that was free a moment ago (for an address a
+// process must be told in advance, such as a replica leader's store).
+int FreePort();
+
+// The ranks of one replica, rank order (ranks[0] is the leader).
+struct ReplicaProcesses {
+  std::vector<ServerProcess> ranks;
+  std::string leader_store;  // --leader-address given to every rank
+};
+
+// Starts the tp * pp ranks of one replica on `model_dir` (highest rank first,
+// to show that order does not matter), each with `extra_flags`; returns once
+// every rank printed its addresses. Logs: <log_dir>/rank<k>.{stdout,stderr}.
+absl::StatusOr<ReplicaProcesses> LaunchReplica(const std::string& model_dir, int tp, int pp,
+                                               const std::vector<std::string>& extra_flags,
+                                               const std::string& log_dir);
 // Starts strata-router in front of `backend` and returns once it prints its addresses.
 absl::StatusOr<ServerProcess> LaunchRouter(const std::string& backend, const std::string& log_dir);
 

@@ -19,7 +19,6 @@
 namespace strata::model {
 namespace {
 
-constexpr uint64_t kDefaultKvBudgetBytes = 8ull << 30;
 constexpr float kRandomStddev = 0.02f;
 
 // Through F32 in blocks, with the backend's vectorised conversions (which
@@ -302,12 +301,11 @@ absl::Status LlamaModel::AllocateCache(const LoadOptions& options) {
   if (options.kv_num_blocks > 0) {
     num_blocks_ = options.kv_num_blocks;
   } else {
-    uint64_t tokens = static_cast<uint64_t>(config_.max_position_embeddings) * 4;
-    if (tokens * token_bytes > kDefaultKvBudgetBytes) {
-      tokens = std::max<uint64_t>(block_size_, kDefaultKvBudgetBytes / token_bytes);
+    num_blocks_ = DefaultKvBlocks(config_, shard_, block_size_);
+    const uint64_t tokens = static_cast<uint64_t>(num_blocks_) * block_size_;
+    if (tokens < static_cast<uint64_t>(config_.max_position_embeddings) * 4) {
       spdlog::warn("KV cache capped at {} tokens ({})", tokens, HumanBytes(tokens * token_bytes));
     }
-    num_blocks_ = static_cast<int32_t>((tokens + block_size_ - 1) / block_size_);
   }
   attention_.block_size = block_size_;
   const int64_t local_layers = shard_.layers.size();

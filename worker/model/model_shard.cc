@@ -1,5 +1,6 @@
 #include "worker/model/model_shard.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -52,6 +53,16 @@ std::string ModelShard::DebugString() const {
 uint64_t KvBytesPerToken(const ModelConfig& config, const ModelShard& shard) {
   return static_cast<uint64_t>(shard.layers.size()) * 2 *
          static_cast<uint64_t>(shard.tensor.kv_heads.size()) * config.head_dim * sizeof(float);
+}
+
+int32_t DefaultKvBlocks(const ModelConfig& config, const ModelShard& shard, int32_t block_size) {
+  constexpr uint64_t kDefaultKvBudgetBytes = 8ull << 30;
+  const uint64_t token_bytes = std::max<uint64_t>(1, KvBytesPerToken(config, shard));
+  uint64_t tokens = static_cast<uint64_t>(config.max_position_embeddings) * 4;
+  if (tokens * token_bytes > kDefaultKvBudgetBytes) {
+    tokens = std::max<uint64_t>(block_size, kDefaultKvBudgetBytes / token_bytes);
+  }
+  return static_cast<int32_t>((tokens + block_size - 1) / block_size);
 }
 
 }  // namespace strata::model

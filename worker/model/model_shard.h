@@ -53,6 +53,11 @@ parallel::ModelDims DimsOf(const ModelConfig& config);
 // its layers and KV heads, F32.
 uint64_t KvBytesPerToken(const ModelConfig& config, const ModelShard& shard);
 
+// KV blocks of `block_size` tokens when none are asked for: enough for four
+// full contexts (max_position_embeddings * 4 tokens), capped at 8 GiB of this
+// shard's cache.
+int32_t DefaultKvBlocks(const ModelConfig& config, const ModelShard& shard, int32_t block_size);
+
 // The communicators a sharded forward pass uses; each is null where the shard
 // has no such neighbour (tp = 1, first or last stage).
 struct ShardLinks {

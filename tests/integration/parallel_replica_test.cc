@@ -1,0 +1,179 @@
+// Replicas sharded over tp × pp worker processes (Gloo on 127.0.0.1): greedy
+// outputs equal the reference for every cut of the bundled model, a lost rank
+// stops the whole replica (leader NOT_SERVING first, nothing left running),
+// and a rank that differs from its leader is refused naming the difference.
+#include <signal.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/integration/child_process.h"
+#include "tests/integration/reference_cases.h"
+#include "tests/integration/test_servers.h"
+
+namespace strata::testing {
+namespace {
+
+using ::testing::AnyOf;
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+using grpc::health::v1::HealthCheckResponse;
+
+TEST(ParallelReplicaTest, GreedyOutputsMatchTheReferenceForEveryTpAndPp) {
+  const std::vector<ReferenceCase> references = LoadReference();
+  for (int tp : {1, 2, 4}) {
+    for (int pp : {1, 2, 3}) {  // pp = 3 splits the 5 layers 2, 2, 1
+      SCOPED_TRACE(absl::StrCat("tp ", tp, " pp ", pp));
+      TempDir logs;
+      absl::StatusOr<ReplicaProcesses> replica =
+          LaunchReplica(STRATA_MODEL_DIR, tp, pp, {}, logs.path());
+      ASSERT_TRUE(replica.ok()) << replica.status();
+      ASSERT_TRUE(WaitUntilServing(replica->ranks[0]).ok())
+          << replica->ranks[0].process->Stderr();
+      // All prompts at once: they share the replica's steps (batched), which
+      // must not change any of them.
+      std::vector<Generation> generations(references.size());
+      std::vector<std::thread> clients;
+      for (size_t i = 0; i < references.size(); ++i) {
+        clients.emplace_back([&, i] {
+          v1::GenerateRequest request = ReferenceRequest(references[i]);
+          request.mutable_token_ids()->mutable_ids()->Add(references[i].prompt_ids.begin(),
+                                                          references[i].prompt_ids.end());
+          generations[i] = Generate(replica->ranks[0].address, request);
+        });
+      }
+      for (std::thread& client : clients) client.join();
+      for (size_t i = 0; i < references.size(); ++i) {
+        SCOPED_TRACE(absl::StrCat("prompt '", references[i].prompt, "'"));
+        ASSERT_TRUE(generations[i].status.ok()) << generations[i].status;
+        EXPECT_THAT(generations[i].ids, ElementsAreArray(ExpectedIds(references[i])));
+        EXPECT_EQ(generations[i].text, references[i].completion_text);
+      }
+      // A clean stop: the leader tells its followers, and every rank exits 0.
+      replica->ranks[0].process->Signal(SIGTERM);
+      for (ServerProcess& rank : replica->ranks) {
+        EXPECT_EQ(rank.process->WaitForExit(std::chrono::seconds(15)), 0)
+            << rank.process->name() << ": " << rank.process->Stderr();
+      }
+    }
+  }
+}
+
+// Health statuses a Watch stream delivers until the server goes away.
+class HealthWatch {
+ public:
+  explicit HealthWatch(const std::string& address)
+      : stub_(grpc::health::v1::Health::NewStub(
+            grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {
+    thread_ = std::thread([this] {
+      grpc::health::v1::HealthCheckRequest request;
+      auto reader = stub_->Watch(&context_, request);
+      HealthCheckResponse response;
+      while (reader->Read(&response)) {
+        std::lock_guard<std::mutex> lock(mu_);
+        statuses_.push_back(response.status());
+      }
+      reader->Finish();
+    });
+  }
+  ~HealthWatch() {
+    context_.TryCancel();
+    thread_.join();
+  }
+  std::vector<HealthCheckResponse::ServingStatus> statuses() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return statuses_;
+  }
+
+ private:
+  std::unique_ptr<grpc::health::v1::Health::Stub> stub_;
+  grpc::ClientContext context_;
+  std::mutex mu_;
+  std::vector<HealthCheckResponse::ServingStatus> statuses_;
+  std::thread thread_;
+};
+
+TEST(ParallelReplicaTest, KillingAFollowerMidGenerationStopsTheWholeReplica) {
+  TempDir logs;
+  absl::StatusOr<ReplicaProcesses> replica =
+      LaunchReplica(STRATA_MODEL_DIR, /*tp=*/2, /*pp=*/2, {"--collective-timeout", "5"},
+                    logs.path());
+  ASSERT_TRUE(replica.ok()) << replica.status();
+  ServerProcess& leader = replica->ranks[0];
+  ASSERT_TRUE(WaitUntilServing(leader).ok()) << leader.process->Stderr();
+  HealthWatch watch(leader.address);
+
+  // A long generation that is streaming when the rank dies.
+  v1::GenerateRequest request;
+  request.set_text("Once upon a time");
+  request.mutable_stopping()->set_max_tokens(100000);
+  request.mutable_stopping()->set_ignore_eos(true);
+  std::optional<Generation> generation;
+  std::thread client([&] { generation = Generate(leader.address, request); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const auto killed_at = std::chrono::steady_clock::now();
+  replica->ranks[3].process->Signal(SIGKILL);
+
+  for (int rank = 0; rank < 3; ++rank) {
+    ServerProcess& process = replica->ranks[rank];
+    const std::optional<int> code = process.process->WaitForExit(std::chrono::seconds(10));
+    ASSERT_TRUE(code.has_value()) << "rank " << rank << " still running 10 s after rank 3 died";
+    EXPECT_NE(*code, 0) << "rank " << rank;
+    EXPECT_THAT(process.process->Stderr(), HasSubstr("replica lost")) << "rank " << rank;
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - killed_at, std::chrono::seconds(10));
+  client.join();
+  ASSERT_TRUE(generation.has_value());
+  EXPECT_EQ(generation->status.code(), absl::StatusCode::kUnavailable) << generation->status;
+  EXPECT_GT(generation->responses, 0) << "the stream should have started before the kill";
+  // The ranks that shared a collective with rank 3 name it.
+  EXPECT_THAT(replica->ranks[2].process->Stderr(), HasSubstr("rank 3"));
+  const std::vector<HealthCheckResponse::ServingStatus> statuses = watch.statuses();
+  ASSERT_FALSE(statuses.empty());
+  EXPECT_EQ(statuses.front(), HealthCheckResponse::SERVING);
+  EXPECT_EQ(statuses.back(), HealthCheckResponse::NOT_SERVING)
+      << "the leader must report NOT_SERVING before it exits";
+}
+
+// Starts a two-rank replica whose rank 1 gets `rank1_flags` instead of the
+// leader's tp = 2 shape, and expects both to refuse with `mismatch`.
+void ExpectRefused(const std::vector<std::string>& rank1_flags, const std::string& mismatch) {
+  TempDir logs;
+  const std::string store = absl::StrCat("127.0.0.1:", FreePort());
+  absl::StatusOr<ServerProcess> leader = LaunchWorker(
+      STRATA_MODEL_DIR,
+      {"--tp", "2", "--rank", "0", "--leader-address", store, "--bootstrap-timeout", "20"},
+      logs.path(), "rank0");
+  ASSERT_TRUE(leader.ok()) << leader.status();
+  std::vector<std::string> flags = {"--rank", "1", "--leader-address", store,
+                                    "--bootstrap-timeout", "20"};
+  flags.insert(flags.end(), rank1_flags.begin(), rank1_flags.end());
+  absl::StatusOr<ServerProcess> follower = LaunchWorker(STRATA_MODEL_DIR, flags, logs.path(), "rank1");
+  ASSERT_TRUE(follower.ok()) << follower.status();
+  for (ServerProcess* process : {&*leader, &*follower}) {
+    const std::optional<int> code = process->process->WaitForExit(std::chrono::seconds(15));
+    ASSERT_TRUE(code.has_value()) << process->process->name() << " was not refused";
+    EXPECT_EQ(*code, 1);
+  }
+  EXPECT_THAT(follower->process->Stderr(), HasSubstr(mismatch));
+  EXPECT_THAT(leader->process->Stderr(), HasSubstr(mismatch));
+}
+
+TEST(ParallelReplicaTest, ARankStartedWithAnotherShapeIsRefusedNamingIt) {
+  ExpectRefused({"--tp", "1", "--pp", "2"}, "tp differs");
+}
+
+TEST(ParallelReplicaTest, ARankServingAnotherModelIsRefusedNamingIt) {
+  ExpectRefused({"--tp", "2", "--random-weights"}, "model_hash differs");
+}
+
+}  // namespace
+}  // namespace strata::testing

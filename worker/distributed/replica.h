@@ -1,0 +1,96 @@
+// One rank of a replica cut into tp × pp shards: start-up, the leader's side
+// of every engine step, and the followers' loop.
+//
+// Start-up (ReplicaRank::Start, on every rank): bootstrap handshake with the
+// leader (same model, tp, pp and build, or refused naming the difference);
+// connect the world, TP and pipeline communicators over Gloo; agree on the
+// KV cache size (each rank works out how many blocks fit its shard, the
+// replica uses the smallest count, since block ids are shared); load this
+// rank's shard only; wait until every rank has loaded.
+//
+// Steps: the leader's engine calls Model::Forward on the LeaderModel, which
+// broadcasts the batch as a step plan, runs the leader's own shard, and with
+// pp > 1 receives the logits from the last stage's first TP rank. Followers
+// run RunFollower: receive a plan, run their shard, (last stage, tp rank 0)
+// send the logits to the leader. While the engine is idle the leader sends
+// heartbeat plans, so that a follower waiting for work never exceeds the
+// collective timeout, and the leader notices a lost follower within about a
+// second even with no traffic.
+//
+// Failure: a collective that fails (a rank died, or hung past the collective
+// timeout) breaks the replica: the leader's Forward fails from then on and
+// the failure callback runs once (the worker then reports NOT_SERVING and
+// exits non-zero); RunFollower returns the error (the worker exits non-zero).
+// The messages name the lost rank when the communicator could tell.
+//
+// Thread-safety: LeaderModel::Forward is called from the engine's step thread;
+// the heartbeat runs on its own thread; a mutex serialises their use of the
+// world group. ReplicaRank is used from one thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "parallel/bootstrap.h"
+#include "parallel/communicator_groups.h"
+#include "worker/model/model.h"
+#include "worker/model/model_shard.h"
+
+namespace strata::distributed {
+
+struct ReplicaOptions {
+  parallel::BootstrapConfig bootstrap;
+  // What to load (folder, random weights, dtype, KV block size and count,
+  // threads); the shard and its links are filled in by Start.
+  model::LoadOptions model;
+  // KV cache bytes per rank (0: model.kv_num_blocks, or the default).
+  uint64_t kv_cache_memory_bytes = 0;
+};
+
+// Identifies the weights a rank serves, for the bootstrap handshake: the
+// folder's name, and a digest of config.json with the safetensors files'
+// names and sizes (or the seed, for random weights) and the weight dtype.
+absl::StatusOr<parallel::RankIdentity> ModelIdentity(const model::LoadOptions& options, int tp,
+                                                     int pp);
+
+class ReplicaRank {
+ public:
+  using FailureCallback = std::function<void(const absl::Status&)>;
+
+  static absl::StatusOr<std::unique_ptr<ReplicaRank>> Start(const ReplicaOptions& options);
+  ~ReplicaRank();
+
+  const parallel::ParallelConfig& parallel() const { return parallel_; }
+  const model::ModelShard& shard() const { return shard_; }
+  model::Model& shard_model() { return *model_; }
+
+  // Leader only: the Model the engine runs for the whole replica. Takes the
+  // rank over (its session, communicators and shard live as long as the
+  // returned model). `on_failure` runs once, on the thread that saw the
+  // failure, when the replica breaks.
+  static std::unique_ptr<model::Model> MakeLeaderModel(std::unique_ptr<ReplicaRank> rank,
+                                                       FailureCallback on_failure);
+
+  // Followers only: runs plans until the leader shuts the replica down (OK)
+  // or it breaks (the error, naming the lost rank where known).
+  absl::Status RunFollower();
+
+ private:
+  friend class LeaderModel;
+  ReplicaRank() = default;
+
+  parallel::ParallelConfig parallel_ = *parallel::ParallelConfig::Create(1, 1, 0);
+  model::ModelShard shard_;
+  absl::Duration collective_timeout_;
+  // Destroyed in reverse order: the shard before the communicators it uses,
+  // the communicators before the session (store) they were built on.
+  std::unique_ptr<parallel::BootstrapSession> session_;
+  std::unique_ptr<parallel::CommunicatorGroups> groups_;
+  std::unique_ptr<model::Model> model_;
+};
+
+}  // namespace strata::distributed
