@@ -56,7 +56,8 @@ absl::StatusOr<std::vector<std::vector<float>>> ModelRunner::Step(
   size_t row = 0;
   for (size_t s = 0; s < sequences.size(); ++s) {
     sequences[s]->context_len += static_cast<int32_t>(chunks[s].size());
-    if (!wants_logits[s]) continue;
+    // A pipeline stage other than the last returns no logits at all.
+    if (!wants_logits[s] || logits.empty()) continue;
     rows.emplace_back(logits.begin() + row * vocab, logits.begin() + (row + 1) * vocab);
     ++row;
   }
