@@ -43,6 +43,9 @@ std::vector<GroupSpec> CommunicatorGroups::AllGroups(const ParallelConfig& confi
           GroupSpec{LinkGroupName(s, t), {config.RankOf(s, t), config.RankOf(s + 1, t)}});
     }
   }
+  if (config.pp() > 1) {
+    groups.push_back(GroupSpec{"logits", {ParallelConfig::kLeaderRank, config.RankOf(config.pp() - 1, 0)}});
+  }
   return groups;
 }
 
@@ -74,6 +77,8 @@ absl::StatusOr<std::unique_ptr<CommunicatorGroups>> CommunicatorGroups::Create(
       groups->previous_stage_ = *std::move(communicator);
     } else if (spec.name == next_name) {
       groups->next_stage_ = *std::move(communicator);
+    } else if (spec.name == "logits") {
+      groups->logits_link_ = *std::move(communicator);
     } else {
       return absl::InternalError(
           absl::StrCat("rank ", config.rank(), " is a member of unexpected group ", spec.name));

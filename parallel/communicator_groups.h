@@ -1,6 +1,9 @@
 // The communicators one rank of a replica needs: the world group (the leader's
-// step plans), the tensor-parallel group of its stage, and point-to-point links
-// to the same tp_rank in the previous and next pipeline stages.
+// step plans), the tensor-parallel group of its stage, point-to-point links
+// to the same tp_rank in the previous and next pipeline stages, and (pp > 1)
+// the link on which the last stage's first TP rank returns logits to the
+// leader. The logits have their own link so that a follower can receive plans
+// on the world group from one thread while another thread sends logits.
 //
 // Groups are created on every rank in one global order (world, TP groups by
 // stage, links by stage then tp_rank), each rank joining only its own; since
@@ -41,6 +44,10 @@ class CommunicatorGroups {
   // rank kHigherStage; this rank is kLowerStage.
   Communicator* next_stage() { return next_stage_.get(); }
 
+  // The logits link (pp > 1): non-null on the leader (group rank 0) and on
+  // the last stage's tp rank 0 (group rank 1); null elsewhere.
+  Communicator* logits_link() { return logits_link_.get(); }
+
   static constexpr int kLowerStage = 0;
   static constexpr int kHigherStage = 1;
 
@@ -52,6 +59,7 @@ class CommunicatorGroups {
   std::unique_ptr<Communicator> tensor_parallel_;
   std::unique_ptr<Communicator> previous_stage_;
   std::unique_ptr<Communicator> next_stage_;
+  std::unique_ptr<Communicator> logits_link_;
 };
 
 }  // namespace strata::parallel

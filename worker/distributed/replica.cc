@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -34,9 +35,6 @@ std::string FolderName(const std::string& model_dir) {
   if (!path.has_filename()) path = path.parent_path();
   return path.filename().string();
 }
-
-// The rank that sends the logits to the leader: the last stage's tp rank 0.
-int LogitsRank(const parallel::ParallelConfig& config) { return config.RankOf(config.pp() - 1, 0); }
 
 }  // namespace
 
@@ -141,44 +139,100 @@ absl::StatusOr<std::unique_ptr<ReplicaRank>> ReplicaRank::Start(const ReplicaOpt
   return rank;
 }
 
-ReplicaRank::~ReplicaRank() = default;
+ReplicaRank::~ReplicaRank() {
+  if (plan_receiver_.joinable()) plan_receiver_.join();
+}
+
+namespace {
+
+// Plans received on the world group, handed from the receiving thread to the
+// stepping thread. An error (the world group broke) ends the stream.
+class PlanQueue {
+ public:
+  void Push(absl::StatusOr<StepPlan> plan) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      plans_.push_back(std::move(plan));
+    }
+    ready_.notify_one();
+  }
+  absl::StatusOr<StepPlan> Pop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    ready_.wait(lock, [this] { return !plans_.empty(); });
+    absl::StatusOr<StepPlan> plan = std::move(plans_.front());
+    plans_.pop_front();
+    return plan;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable ready_;
+  std::deque<absl::StatusOr<StepPlan>> plans_;
+};
+
+}  // namespace
 
 absl::Status ReplicaRank::RunFollower() {
-  parallel::Communicator& world = groups_->world();
-  const bool sends_logits = parallel_.pp() > 1 && parallel_.rank() == LogitsRank(parallel_);
+  // Plans are received on their own thread, so the leader's broadcast of the
+  // next micro-batch never waits for this rank to finish the current one
+  // (that would serialise the pipeline stages).
+  auto queue = std::make_shared<PlanQueue>();
+  parallel::Communicator* world = &groups_->world();
+  plan_receiver_ = std::thread([queue, world] {
+    while (true) {
+      absl::StatusOr<StepPlan> plan = ReceivePlan(*world);
+      if (plan.ok() && plan->kind == PlanKind::kHeartbeat) continue;
+      const bool last = !plan.ok() || plan->kind == PlanKind::kShutdown;
+      queue->Push(std::move(plan));
+      if (last) return;
+    }
+  });
+  parallel::Communicator* logits_link = groups_->logits_link();
   std::vector<float> logits;
   while (true) {
-    STRATA_ASSIGN_OR_RETURN(StepPlan plan, ReceivePlan(world));
-    if (plan.kind == PlanKind::kShutdown) return absl::OkStatus();
-    if (plan.kind == PlanKind::kHeartbeat) continue;
-    STRATA_RETURN_IF_ERROR(model_->Forward(plan.batch, logits));
-    if (sends_logits && !logits.empty()) {
-      STRATA_RETURN_IF_ERROR(world.Send(logits.data(), logits.size() * sizeof(float), kLeader));
+    absl::StatusOr<StepPlan> plan = queue->Pop();
+    if (!plan.ok()) return plan.status();
+    if (plan->kind == PlanKind::kShutdown) {
+      plan_receiver_.join();
+      return absl::OkStatus();
+    }
+    STRATA_RETURN_IF_ERROR(model_->Forward(plan->batch, logits));
+    if (logits_link != nullptr && !logits.empty()) {
+      STRATA_RETURN_IF_ERROR(logits_link->Send(logits.data(), logits.size() * sizeof(float),
+                                               parallel::CommunicatorGroups::kLowerStage));
     }
   }
 }
 
-// The engine's view of the whole replica, on the leader.
+// The engine's view of the whole replica, on the leader. With pp > 1 it takes
+// up to pp batches in flight: StartForward broadcasts the plan and runs the
+// leader's own stage (which hands its activations on); a receiver thread
+// keeps a receive posted on the logits link for every batch in flight, so
+// that the last stage can always deliver and the stages never wait on each
+// other in a cycle.
 class LeaderModel final : public model::Model {
  public:
   LeaderModel(std::unique_ptr<ReplicaRank> rank, ReplicaRank::FailureCallback on_failure)
       : rank_(std::move(rank)), on_failure_(std::move(on_failure)) {
     heartbeat_period_ = std::min(absl::Seconds(1), rank_->collective_timeout_ / 4);
     heartbeat_ = std::thread([this] { HeartbeatLoop(); });
+    if (rank_->parallel_.pp() > 1) receiver_ = std::thread([this] { ReceiveLoop(); });
   }
 
   ~LeaderModel() override {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      std::lock_guard<std::mutex> lock(state_mu_);
       stopping_ = true;
-      // Followers exit cleanly instead of reporting a lost leader.
-      if (broken_.ok()) {
-        absl::Status status = BroadcastPlan(rank_->groups_->world(), PlanKind::kShutdown, nullptr);
-        if (!status.ok()) spdlog::warn("shutting the replica down: {}", std::string(status.message()));
-      }
     }
-    wake_.notify_all();
+    changed_.notify_all();
     heartbeat_.join();
+    if (receiver_.joinable()) receiver_.join();
+    // Followers exit cleanly instead of reporting a lost leader.
+    std::lock_guard<std::mutex> world_lock(world_mu_);
+    if (Broken().ok()) {
+      absl::Status status = BroadcastPlan(rank_->groups_->world(), PlanKind::kShutdown, nullptr);
+      if (!status.ok()) spdlog::warn("shutting the replica down: {}", std::string(status.message()));
+    }
   }
 
   const model::ModelConfig& config() const override { return rank_->model_->config(); }
@@ -187,48 +241,118 @@ class LeaderModel final : public model::Model {
   uint64_t weight_bytes() const override { return rank_->model_->weight_bytes(); }
   uint64_t decode_read_bytes() const override { return rank_->model_->decode_read_bytes(); }
   DType weight_dtype() const override { return rank_->model_->weight_dtype(); }
+  int32_t max_batches_in_flight() const override { return rank_->parallel_.pp(); }
 
   absl::Status Forward(const model::ForwardBatch& batch, std::vector<float>& logits) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!broken_.ok()) return broken_;
-    absl::Status status = ForwardLocked(batch, logits);
+    if (rank_->parallel_.pp() > 1) {
+      STRATA_RETURN_IF_ERROR(StartForward(batch));
+      return FinishForward(logits);
+    }
+    std::lock_guard<std::mutex> lock(world_mu_);
+    STRATA_RETURN_IF_ERROR(Broken());
+    absl::Status status = BroadcastPlan(rank_->groups_->world(), PlanKind::kForward, &batch);
+    if (status.ok()) status = rank_->model_->Forward(batch, logits);
     last_plan_ = absl::Now();
     if (!status.ok()) Break(status);
     return status;
   }
 
- private:
-  absl::Status ForwardLocked(const model::ForwardBatch& batch, std::vector<float>& logits) {
-    const parallel::ParallelConfig& config = rank_->parallel_;
-    STRATA_RETURN_IF_ERROR(BroadcastPlan(rank_->groups_->world(), PlanKind::kForward, &batch));
-    STRATA_RETURN_IF_ERROR(rank_->model_->Forward(batch, logits));
-    if (config.pp() == 1) return absl::OkStatus();
-    const int32_t rows = batch.NumLogitRows();
-    logits.resize(static_cast<size_t>(rows) * config_vocab());
-    if (rows == 0) return absl::OkStatus();
-    return rank_->groups_->world().Recv(logits.data(), logits.size() * sizeof(float),
-                                        LogitsRank(config));
+  absl::Status StartForward(const model::ForwardBatch& batch) override {
+    std::lock_guard<std::mutex> lock(world_mu_);
+    STRATA_RETURN_IF_ERROR(Broken());
+    std::vector<float> no_logits;  // the first stage hands activations on
+    absl::Status status = BroadcastPlan(rank_->groups_->world(), PlanKind::kForward, &batch);
+    if (status.ok()) status = rank_->model_->Forward(batch, no_logits);
+    last_plan_ = absl::Now();
+    if (!status.ok()) {
+      Break(status);
+      return status;
+    }
+    {
+      std::lock_guard<std::mutex> state(state_mu_);
+      expected_rows_.push_back(batch.NumLogitRows());
+    }
+    changed_.notify_all();
+    return absl::OkStatus();
   }
 
-  int64_t config_vocab() const { return rank_->model_->config().vocab_size; }
+  absl::Status FinishForward(std::vector<float>& logits) override {
+    std::unique_lock<std::mutex> lock(state_mu_);
+    changed_.wait(lock, [this] { return !results_.empty() || !broken_.ok(); });
+    if (results_.empty()) return broken_;
+    absl::StatusOr<std::vector<float>> result = std::move(results_.front());
+    results_.pop_front();
+    if (!result.ok()) return result.status();
+    logits = *std::move(result);
+    return absl::OkStatus();
+  }
 
-  // REQUIRES: mu_ held.
+ private:
+  absl::Status Broken() {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    return broken_;
+  }
+
+  // Marks the replica lost (once) and tells the worker.
   void Break(const absl::Status& status) {
-    broken_ = absl::UnavailableError(
-        absl::StrCat("replica lost: ", status.message(), "; the worker is stopping"));
-    spdlog::error("{}", std::string(broken_.message()));
+    {
+      std::lock_guard<std::mutex> lock(state_mu_);
+      if (!broken_.ok()) return;
+      broken_ = absl::UnavailableError(
+          absl::StrCat("replica lost: ", status.message(), "; the worker is stopping"));
+      spdlog::error("{}", std::string(broken_.message()));
+    }
+    changed_.notify_all();
     if (on_failure_) on_failure_(broken_);
   }
 
+  // Receives the logits of each batch in flight, in launch order.
+  void ReceiveLoop() {
+    const int64_t vocab = rank_->model_->config().vocab_size;
+    parallel::Communicator& link = *rank_->groups_->logits_link();
+    while (true) {
+      int32_t rows = 0;
+      {
+        std::unique_lock<std::mutex> lock(state_mu_);
+        changed_.wait(lock, [this] { return !expected_rows_.empty() || stopping_ || !broken_.ok(); });
+        if (expected_rows_.empty()) return;
+        rows = expected_rows_.front();
+        expected_rows_.pop_front();
+      }
+      std::vector<float> logits(static_cast<size_t>(rows) * vocab);
+      absl::Status status = absl::OkStatus();
+      if (rows > 0) {
+        status = link.Recv(logits.data(), logits.size() * sizeof(float),
+                           parallel::CommunicatorGroups::kHigherStage);
+      }
+      if (!status.ok()) {
+        Break(status);
+        return;
+      }
+      {
+        std::lock_guard<std::mutex> lock(state_mu_);
+        results_.push_back(std::move(logits));
+      }
+      changed_.notify_all();
+    }
+  }
+
   void HeartbeatLoop() {
-    std::unique_lock<std::mutex> lock(mu_);
-    while (!stopping_ && broken_.ok()) {
-      wake_.wait_for(lock, absl::ToChronoNanoseconds(heartbeat_period_));
-      if (stopping_ || !broken_.ok()) break;
+    while (true) {
+      {
+        std::unique_lock<std::mutex> lock(state_mu_);
+        changed_.wait_for(lock, absl::ToChronoNanoseconds(heartbeat_period_),
+                          [this] { return stopping_ || !broken_.ok(); });
+        if (stopping_ || !broken_.ok()) return;
+      }
+      std::lock_guard<std::mutex> world_lock(world_mu_);
       if (absl::Now() - last_plan_ < heartbeat_period_) continue;
       absl::Status status = BroadcastPlan(rank_->groups_->world(), PlanKind::kHeartbeat, nullptr);
       last_plan_ = absl::Now();
-      if (!status.ok()) Break(status);
+      if (!status.ok()) {
+        Break(status);
+        return;
+      }
     }
   }
 
@@ -236,12 +360,19 @@ class LeaderModel final : public model::Model {
   ReplicaRank::FailureCallback on_failure_;
   absl::Duration heartbeat_period_;
 
-  std::mutex mu_;  // the world group, broken_, last_plan_, stopping_
-  std::condition_variable wake_;
+  // Held while using the world group and running the leader's own shard.
+  std::mutex world_mu_;
+  absl::Time last_plan_ = absl::Now();  // guarded by world_mu_
+
+  std::mutex state_mu_;  // guards what follows
+  std::condition_variable changed_;
   absl::Status broken_;
-  absl::Time last_plan_ = absl::Now();
   bool stopping_ = false;
+  std::deque<int32_t> expected_rows_;                       // batches whose logits are due
+  std::deque<absl::StatusOr<std::vector<float>>> results_;  // their logits, in order
+
   std::thread heartbeat_;
+  std::thread receiver_;
 };
 
 std::unique_ptr<model::Model> ReplicaRank::MakeLeaderModel(std::unique_ptr<ReplicaRank> rank,

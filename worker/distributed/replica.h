@@ -10,8 +10,12 @@
 //
 // Steps: the leader's engine calls Model::Forward on the LeaderModel, which
 // broadcasts the batch as a step plan, runs the leader's own shard, and with
-// pp > 1 receives the logits from the last stage's first TP rank. Followers
-// run RunFollower: receive a plan, run their shard, (last stage, tp rank 0)
+// pp > 1 receives the logits from the last stage's first TP rank (on the
+// logits link). With pp > 1 the engine keeps up to pp batches in flight
+// (StartForward / FinishForward) so that the stages work on different
+// micro-batches at once. Followers run RunFollower: receive plans (on a
+// thread of their own, so the leader never waits for a busy stage to take the
+// next plan), run their shard on each in order, and (last stage, tp rank 0)
 // send the logits to the leader. While the engine is idle the leader sends
 // heartbeat plans, so that a follower waiting for work never exceeds the
 // collective timeout, and the leader notices a lost follower within about a
@@ -32,6 +36,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -76,7 +81,10 @@ class ReplicaRank {
                                                        FailureCallback on_failure);
 
   // Followers only: runs plans until the leader shuts the replica down (OK)
-  // or it breaks (the error, naming the lost rank where known).
+  // or it breaks (the error, naming the lost rank where known). After an
+  // error the thread receiving plans may still be blocked in the world group:
+  // the process is expected to exit; destroying the rank first would wait for
+  // that thread (up to the collective timeout once the leader is gone).
   absl::Status RunFollower();
 
  private:
@@ -91,6 +99,7 @@ class ReplicaRank {
   std::unique_ptr<parallel::BootstrapSession> session_;
   std::unique_ptr<parallel::CommunicatorGroups> groups_;
   std::unique_ptr<model::Model> model_;
+  std::thread plan_receiver_;  // followers: receives plans on the world group
 };
 
 }  // namespace strata::distributed

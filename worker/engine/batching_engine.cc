@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
+#include <span>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -36,7 +38,8 @@ BatchingEngine::BatchingEngine(std::unique_ptr<model::Model> model,
                                const SchedulerOptions& options)
     : model_(std::move(model)),
       tokenizer_(std::move(tokenizer)),
-      scheduler_(options, model_->kv_num_blocks(), model_->kv_block_size()) {
+      scheduler_(options, model_->kv_num_blocks(), model_->kv_block_size()),
+      max_running_sequences_(options.max_running_sequences) {
   limits_.vocab_size = model_->config().vocab_size;
   limits_.max_context = model_->config().max_position_embeddings;
   limits_.kv_capacity_tokens =
@@ -102,7 +105,7 @@ void BatchingEngine::StepLoop() {
     absl::flat_hash_set<std::string> cancels;
     bool shutting_down = false;
     {
-      const bool idle = sequences_.empty();
+      const bool idle = sequences_.empty() && in_flight_.empty();
       absl::MutexLock lock(&mu_);
       auto has_news = [this, idle]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return shutting_down_ || !incoming_.empty() || !cancel_requested_.empty() || !idle;
@@ -127,36 +130,49 @@ void BatchingEngine::StepLoop() {
       }
     }
 
-    // Cancellations free their resources before the step, so the step never
-    // computes for them.
-    for (const std::string& id : cancels) {
-      auto it = sequences_.find(id);
-      if (it == sequences_.end()) continue;
-      GenerationOutput output;
-      it->second->FinishWithoutToken(FinishReason::kCancelled, output);
-      Retire(it->second.get(), std::move(output), deliveries);
-    }
+    // Cancellations free their resources before the next step, so no step is
+    // launched for them; one in a step still running waits for that step.
+    deferred_cancels_.insert(cancels.begin(), cancels.end());
+    RetireDeferredCancels(deliveries);
     if (shutting_down) {
+      while (!in_flight_.empty()) CompleteStep(deliveries);
       CancelAll(deliveries);
       Deliver(deliveries);
       return;
     }
 
-    const StepPlan plan = scheduler_.Schedule(std::chrono::system_clock::now());
-    for (Sequence* sequence : plan.expired) {
-      GenerationOutput output;
-      sequence->FinishWithError(
-          absl::DeadlineExceededError(
-              absl::StrCat("deadline passed after ", sequence->num_output(), " generated tokens")),
-          output);
-      Retire(sequence, std::move(output), deliveries);
+    // Launch steps while the model takes more in flight (a pipeline-parallel
+    // replica: one per stage, over disjoint sequences), then complete the
+    // oldest.
+    const int32_t max_in_flight = std::max(1, model_->max_batches_in_flight());
+    while (static_cast<int32_t>(in_flight_.size()) < max_in_flight) {
+      // Pipelined: each micro-batch takes an equal share of the sequences, so
+      // that every stage has work.
+      int32_t share = std::numeric_limits<int32_t>::max();
+      if (max_in_flight > 1) {
+        const int32_t sequences =
+            std::min(scheduler_.num_running() + scheduler_.num_waiting(), max_running_sequences_);
+        share = std::max(1, (sequences + max_in_flight - 1) / max_in_flight);
+      }
+      const StepPlan plan = scheduler_.Schedule(std::chrono::system_clock::now(), share);
+      for (Sequence* sequence : plan.expired) {
+        GenerationOutput output;
+        sequence->FinishWithError(
+            absl::DeadlineExceededError(absl::StrCat("deadline passed after ",
+                                                     sequence->num_output(), " generated tokens")),
+            output);
+        Retire(sequence, std::move(output), deliveries);
+      }
+      if (plan.chunks.empty()) break;
+      LaunchStep(plan.chunks);
     }
-    // Every accepted request fits the whole cache, the step budget covers
-    // every running sequence, and nothing else is in flight, so work left
-    // over always yields chunks; otherwise this loop would spin.
-    STRATA_CHECK(!plan.chunks.empty() || sequences_.empty(),
+    // Every accepted request fits the whole cache and the step budget covers
+    // every running sequence, so with nothing in flight, work left over
+    // always yields chunks; otherwise this loop would spin.
+    STRATA_CHECK(!in_flight_.empty() || sequences_.empty(),
                  absl::StrCat(sequences_.size(), " sequences but nothing to schedule"));
-    if (!plan.chunks.empty()) RunStep(plan.chunks, deliveries);
+    if (!in_flight_.empty()) CompleteStep(deliveries);
+    RetireDeferredCancels(deliveries);
     Deliver(deliveries);
   }
 }
@@ -174,8 +190,7 @@ void BatchingEngine::CancelAll(std::vector<Delivery>& deliveries) {
   }
 }
 
-void BatchingEngine::RunStep(const std::vector<ScheduledChunk>& chunks,
-                             std::vector<Delivery>& deliveries) {
+void BatchingEngine::LaunchStep(const std::vector<ScheduledChunk>& chunks) {
   model::ForwardBatch batch;
   batch.sequences.reserve(chunks.size());
   for (const ScheduledChunk& chunk : chunks) {
@@ -192,20 +207,38 @@ void BatchingEngine::RunStep(const std::vector<ScheduledChunk>& chunks,
     }
     batch.sequences.push_back(std::move(entry));
   }
-
-  const int32_t vocab = limits_.vocab_size;
-  absl::Status status = model_->Forward(batch, logits_);
+  InFlightStep step;
+  step.chunks = chunks;
+  step.wants_logits.reserve(chunks.size());
+  for (const model::BatchSequence& entry : batch.sequences) {
+    step.wants_logits.push_back(entry.wants_logits);
+  }
+  step.logit_rows = batch.NumLogitRows();
+  // A model that runs one batch at a time computes it here; a pipelined one
+  // starts it, and CompleteStep collects the logits.
+  step.status = model_->max_batches_in_flight() > 1 ? model_->StartForward(batch)
+                                                    : model_->Forward(batch, step.logits);
+  step.started = step.status.ok() && model_->max_batches_in_flight() > 1;
   ++steps_;
-  const size_t expected_logits = static_cast<size_t>(batch.NumLogitRows()) * vocab;
-  if (status.ok() && logits_.size() != expected_logits) {
+  in_flight_.push_back(std::move(step));
+}
+
+void BatchingEngine::CompleteStep(std::vector<Delivery>& deliveries) {
+  InFlightStep step = std::move(in_flight_.front());
+  in_flight_.pop_front();
+  absl::Status status = step.status;
+  if (step.started) status = model_->FinishForward(step.logits);
+  const int32_t vocab = limits_.vocab_size;
+  const size_t expected_logits = static_cast<size_t>(step.logit_rows) * vocab;
+  if (status.ok() && step.logits.size() != expected_logits) {
     status = absl::InternalError(
-        absl::StrCat("model returned ", logits_.size(), " logits, expected ", expected_logits));
+        absl::StrCat("model returned ", step.logits.size(), " logits, expected ", expected_logits));
   }
   if (!status.ok()) {
     // The cache of these sequences is in an unknown state: fail them, keep serving the rest.
-    spdlog::error("forward step failed for {} sequences: {}", chunks.size(),
+    spdlog::error("forward step failed for {} sequences: {}", step.chunks.size(),
                   std::string(status.message()));
-    for (const ScheduledChunk& chunk : chunks) {
+    for (const ScheduledChunk& chunk : step.chunks) {
       GenerationOutput output;
       chunk.sequence->FinishWithError(status, output);
       Retire(chunk.sequence, std::move(output), deliveries);
@@ -214,15 +247,15 @@ void BatchingEngine::RunStep(const std::vector<ScheduledChunk>& chunks,
   }
 
   size_t row = 0;
-  for (size_t i = 0; i < chunks.size(); ++i) {
-    Sequence& sequence = *chunks[i].sequence;
+  for (size_t i = 0; i < step.chunks.size(); ++i) {
+    Sequence& sequence = *step.chunks[i].sequence;
     const int32_t before = sequence.num_computed;
-    scheduler_.CompleteChunk(chunks[i]);
+    scheduler_.CompleteChunk(step.chunks[i]);
     prompt_tokens_ += std::max(0, std::min(sequence.num_computed, sequence.prompt_len()) -
                                       std::min(before, sequence.prompt_len()));
-    if (!batch.sequences[i].wants_logits) continue;
+    if (!step.wants_logits[i]) continue;
     GenerationOutput output;
-    sequence.AppendFromLogits(std::span<float>(logits_.data() + row * vocab, vocab), output);
+    sequence.AppendFromLogits(std::span<float>(step.logits.data() + row * vocab, vocab), output);
     ++row;
     ++generated_tokens_;
     if (sequence.finished()) {
@@ -230,6 +263,24 @@ void BatchingEngine::RunStep(const std::vector<ScheduledChunk>& chunks,
     } else {
       deliveries.push_back({sequence.on_output(), std::move(output)});
     }
+  }
+}
+
+void BatchingEngine::RetireDeferredCancels(std::vector<Delivery>& deliveries) {
+  for (auto it = deferred_cancels_.begin(); it != deferred_cancels_.end();) {
+    auto found = sequences_.find(*it);
+    if (found == sequences_.end()) {
+      deferred_cancels_.erase(it++);
+      continue;
+    }
+    if (found->second->in_flight) {
+      ++it;
+      continue;
+    }
+    GenerationOutput output;
+    found->second->FinishWithoutToken(FinishReason::kCancelled, output);
+    Retire(found->second.get(), std::move(output), deliveries);
+    deferred_cancels_.erase(it++);
   }
 }
 

@@ -14,12 +14,19 @@
 // blocks are released before its last output is delivered, so Stats() read
 // from that callback already shows them free.
 //
+// Pipelining: a model that takes several batches in flight
+// (Model::max_batches_in_flight, a pipeline-parallel replica) gets up to that
+// many steps launched over disjoint sequences (the scheduler keeps in-flight
+// sequences out of later batches) before the oldest is completed, so that its
+// stages overlap. A cancel of a sequence in flight waits for its step.
+//
 // Thread-safety: as Engine. Submit, Cancel and Stats take a mutex briefly;
 // callbacks run on the step thread without it held, so they may call Cancel
 // and Stats (not Shutdown, which joins the step thread).
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <thread>
@@ -66,10 +73,25 @@ class BatchingEngine final : public Engine {
   BatchingEngine(std::unique_ptr<model::Model> model,
                  std::unique_ptr<tokenizer::Tokenizer> tokenizer, const SchedulerOptions& options);
 
+  // A step launched and not yet completed.
+  struct InFlightStep {
+    std::vector<ScheduledChunk> chunks;
+    std::vector<bool> wants_logits;  // per chunk
+    int32_t logit_rows = 0;
+    absl::Status status;         // of Forward or StartForward
+    bool started = false;        // StartForward succeeded: FinishForward gives the logits
+    std::vector<float> logits;   // [logit_rows, vocab]
+  };
+
   void StepLoop();
-  // Runs one forward step over `chunks` and samples; finished sequences are
+  // Builds the batch of `chunks` and runs it (Forward) or starts it
+  // (StartForward, when the model pipelines); queues it in in_flight_.
+  void LaunchStep(const std::vector<ScheduledChunk>& chunks);
+  // Collects the oldest step's logits and samples; finished sequences are
   // retired into `deliveries`.
-  void RunStep(const std::vector<ScheduledChunk>& chunks, std::vector<Delivery>& deliveries);
+  void CompleteStep(std::vector<Delivery>& deliveries);
+  // Retires cancelled sequences that no running step holds.
+  void RetireDeferredCancels(std::vector<Delivery>& deliveries);
   // Finishes every sequence as cancelled, oldest first (shutdown).
   void CancelAll(std::vector<Delivery>& deliveries);
   // Frees a finished sequence's resources and queues its last output.
@@ -93,9 +115,11 @@ class BatchingEngine final : public Engine {
 
   // Owned by the step thread.
   Scheduler scheduler_;
+  const int32_t max_running_sequences_;
   absl::flat_hash_map<std::string, std::unique_ptr<Sequence>> sequences_;
   std::vector<std::string> retired_ids_;  // finished since the last Deliver
-  std::vector<float> logits_;
+  std::deque<InFlightStep> in_flight_;             // launch order
+  absl::flat_hash_set<std::string> deferred_cancels_;  // cancelled, not retired yet
   uint64_t steps_ = 0;
   uint64_t requests_finished_ = 0;
   uint64_t prompt_tokens_ = 0;

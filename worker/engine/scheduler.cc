@@ -105,7 +105,7 @@ void Scheduler::HashBlocks(Sequence& sequence, int32_t count) const {
   }
 }
 
-StepPlan Scheduler::Schedule(std::chrono::system_clock::time_point now) {
+StepPlan Scheduler::Schedule(std::chrono::system_clock::time_point now, int32_t max_sequences) {
   StepPlan plan;
   ExpireDeadlines(now, plan);
   planned_.clear();
@@ -113,13 +113,16 @@ StepPlan Scheduler::Schedule(std::chrono::system_clock::time_point now) {
 
   // Preemption edits running_, so walk a copy and skip what left it.
   const std::vector<Sequence*> running = running_;
+  auto full = [&plan, max_sequences] {
+    return static_cast<int64_t>(plan.chunks.size()) >= max_sequences;
+  };
   auto schedulable = [this](const Sequence* sequence) {
     return sequence->state == Sequence::State::kRunning && !sequence->in_flight &&
            !planned_.contains(sequence);
   };
   // Decodes: one token each.
   for (Sequence* sequence : running) {
-    if (budget < 1) break;
+    if (budget < 1 || full()) break;
     if (!schedulable(sequence) || sequence->num_uncomputed() != 1) continue;
     ScheduleRunning(sequence, 1, plan, budget);
   }
@@ -127,7 +130,7 @@ StepPlan Scheduler::Schedule(std::chrono::system_clock::time_point now) {
   // a preemption).
   bool prefill_planned = false;
   for (Sequence* sequence : running) {
-    if (budget < 1) break;
+    if (budget < 1 || full()) break;
     if (!schedulable(sequence) || sequence->num_uncomputed() < 2) continue;
     const std::optional<int32_t> chunk =
         PrefillChunk(sequence->num_uncomputed(), budget, prefill_planned);
@@ -136,7 +139,7 @@ StepPlan Scheduler::Schedule(std::chrono::system_clock::time_point now) {
   }
   // Admissions, unless this step had to preempt: there is no room to spare.
   if (plan.preempted.empty()) {
-    while (AdmitHead(plan, budget, prefill_planned)) prefill_planned = true;
+    while (!full() && AdmitHead(plan, budget, prefill_planned)) prefill_planned = true;
   }
   for (const ScheduledChunk& chunk : plan.chunks) chunk.sequence->in_flight = true;
   planned_.clear();

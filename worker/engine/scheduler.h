@@ -38,6 +38,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <deque>
 #include <optional>
 #include <vector>
@@ -105,9 +106,12 @@ class Scheduler {
   // when that plan failed.
   void Remove(Sequence* sequence);
 
-  // Picks the next step's work as of `now` (for deadlines). The plan's chunks
-  // may be empty (nothing runnable) even when sequences wait.
-  StepPlan Schedule(std::chrono::system_clock::time_point now);
+  // Picks the next step's work as of `now` (for deadlines), at most
+  // `max_sequences` chunks (a pipelined engine splits the running sequences
+  // over its micro-batches). The plan's chunks may be empty (nothing
+  // runnable) even when sequences wait.
+  StepPlan Schedule(std::chrono::system_clock::time_point now,
+                    int32_t max_sequences = std::numeric_limits<int32_t>::max());
 
   // The chunk's tokens are computed: advances the sequence and registers the
   // blocks it filled in the prefix cache. REQUIRES: `chunk` came from the

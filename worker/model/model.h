@@ -67,6 +67,18 @@ class Model {
   // pipeline stage hands its activations to the next stage and leaves
   // `logits` empty.
   virtual absl::Status Forward(const ForwardBatch& batch, std::vector<float>& logits) = 0;
+
+  // Pipelining: a model that returns n > 1 here accepts up to n batches at
+  // once over disjoint sequences: StartForward launches one, FinishForward
+  // returns the logits of the oldest unfinished one (in launch order). Others
+  // run one batch at a time through Forward and need not implement these.
+  virtual int32_t max_batches_in_flight() const { return 1; }
+  virtual absl::Status StartForward(const ForwardBatch& /*batch*/) {
+    return absl::UnimplementedError("this model runs one batch at a time (Forward)");
+  }
+  virtual absl::Status FinishForward(std::vector<float>& /*logits*/) {
+    return absl::UnimplementedError("this model runs one batch at a time (Forward)");
+  }
 };
 
 }  // namespace strata::model
