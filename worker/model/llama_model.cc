@@ -1,6 +1,7 @@
 #include "worker/model/llama_model.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -43,6 +44,23 @@ int64_t Elements(const std::vector<int64_t>& shape) {
 
 // Reads one byte per page so that a zero-copy weight is resident before the
 // first request, not faulted in during it.
+// Adds the time from construction to destruction to `total` (nanoseconds).
+class ScopedTimer {
+ public:
+  explicit ScopedTimer(std::atomic<int64_t>& total)
+      : total_(total), start_(std::chrono::steady_clock::now()) {}
+  ~ScopedTimer() {
+    total_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::steady_clock::now() - start_)
+                         .count(),
+                     std::memory_order_relaxed);
+  }
+
+ private:
+  std::atomic<int64_t>& total_;
+  const std::chrono::steady_clock::time_point start_;
+};
+
 uint64_t TouchPages(const void* data, size_t bytes) {
   const auto* p = static_cast<const volatile uint8_t*>(data);
   uint64_t sum = 0;
@@ -447,7 +465,27 @@ absl::Status LlamaModel::ReserveStep(int32_t num_tokens, int32_t num_sequences,
   return absl::OkStatus();
 }
 
+LlamaModel::Timings LlamaModel::timings() const {
+  Timings t;
+  t.forward_seconds = forward_ns_.load() * 1e-9;
+  t.tp_collective_seconds = tp_collective_ns_.load() * 1e-9;
+  t.pp_receive_seconds = pp_receive_ns_.load() * 1e-9;
+  t.pp_send_seconds = pp_send_ns_.load() * 1e-9;
+  t.steps = steps_.load();
+  return t;
+}
+
+void LlamaModel::ResetTimings() {
+  forward_ns_ = 0;
+  tp_collective_ns_ = 0;
+  pp_receive_ns_ = 0;
+  pp_send_ns_ = 0;
+  steps_ = 0;
+}
+
 absl::Status LlamaModel::Forward(const ForwardBatch& batch, std::vector<float>& logits) {
+  ScopedTimer forward_timer(forward_ns_);
+  steps_.fetch_add(1, std::memory_order_relaxed);
   STRATA_RETURN_IF_ERROR(ValidateBatch(batch));
   const int32_t n = batch.num_tokens();
   const auto num_sequences = static_cast<int32_t>(batch.sequences.size());
@@ -514,6 +552,7 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, std::vector<float>& 
   auto all_reduce = [&](float* data) -> absl::Status {
     if (tp_group == nullptr) return absl::OkStatus();
     STRATA_RETURN_IF_ERROR(be.Synchronize());
+    ScopedTimer timer(tp_collective_ns_);
     return tp_group->AllReduceSum(data, activation_floats);
   };
 
@@ -521,6 +560,7 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, std::vector<float>& 
     be.Embedding(embed_, shard_.tensor.vocab.begin, token_ids_->i32(), n, x);
     STRATA_RETURN_IF_ERROR(all_reduce(x));
   } else {
+    ScopedTimer timer(pp_receive_ns_);
     STRATA_RETURN_IF_ERROR(links_.previous_stage->Recv(x, activation_floats * sizeof(float),
                                                        parallel::CommunicatorGroups::kLowerStage));
   }
@@ -554,6 +594,7 @@ absl::Status LlamaModel::Forward(const ForwardBatch& batch, std::vector<float>& 
     be.Add(x, delta, static_cast<int64_t>(activation_floats), x);
     STRATA_RETURN_IF_ERROR(be.Synchronize());
     logits.clear();
+    ScopedTimer timer(pp_send_ns_);
     return links_.next_stage->Send(x, activation_floats * sizeof(float),
                                    parallel::CommunicatorGroups::kHigherStage);
   }
@@ -588,6 +629,7 @@ absl::Status LlamaModel::GatherLogits(int32_t rows, std::vector<float>& logits) 
                   local * sizeof(float));
   }
   STRATA_RETURN_IF_ERROR(be.Synchronize());
+  ScopedTimer timer(tp_collective_ns_);
   gathered_logits_host_.resize(local_logits_host_.size() * shard_.tp);
   STRATA_RETURN_IF_ERROR(links_.tensor_parallel->AllGather(
       local_logits_host_.data(), local_logits_host_.size(), gathered_logits_host_.data()));

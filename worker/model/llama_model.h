@@ -20,6 +20,7 @@
 // Thread-safety: as Model (Forward from one thread at a time).
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <vector>
 
@@ -50,6 +51,21 @@ class LlamaModel final : public Model {
 
   backend::Backend& backend() { return *backend_; }
   const ModelShard& shard() const { return shard_; }
+
+  // Where Forward's time went, summed over calls (for benchmarks): the
+  // whole call, and within it the TP collectives (all-reduces, logits
+  // all-gather), receiving activations from the previous stage (mostly
+  // waiting for it) and sending them on. Compute is the rest. Safe to read
+  // from any thread.
+  struct Timings {
+    double forward_seconds = 0;
+    double tp_collective_seconds = 0;
+    double pp_receive_seconds = 0;
+    double pp_send_seconds = 0;
+    uint64_t steps = 0;
+  };
+  Timings timings() const;
+  void ResetTimings();
 
  private:
   struct Layer {
@@ -113,6 +129,13 @@ class LlamaModel final : public Model {
   uint64_t layer_bytes_ = 0;   // layer matrices, as imported
   uint64_t vector_bytes_ = 0;  // norms and biases, as F32
   uint64_t touch_checksum_ = 0;
+
+  // Timings, in nanoseconds.
+  std::atomic<int64_t> forward_ns_{0};
+  std::atomic<int64_t> tp_collective_ns_{0};
+  std::atomic<int64_t> pp_receive_ns_{0};
+  std::atomic<int64_t> pp_send_ns_{0};
+  std::atomic<uint64_t> steps_{0};
 
   // Keep the sources of zero-copy weights alive.
   std::unique_ptr<Checkpoint> checkpoint_;
