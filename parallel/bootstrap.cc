@@ -426,6 +426,11 @@ absl::StatusOr<std::unique_ptr<BootstrapSession>> BootstrapSession::Start(
 absl::StatusOr<std::unique_ptr<CommunicatorGroups>> ConnectGlooGroups(BootstrapSession& session) {
   GlooOptions options;
   options.hostname = session.advertise_host();
+  // The variable PyTorch and Gloo deployments already set for multi-NIC pods.
+  if (const char* interface_name = std::getenv("GLOO_SOCKET_IFNAME");
+      interface_name != nullptr && *interface_name != '\0') {
+    options.interface_name = interface_name;
+  }
   options.collective_timeout = session.config().collective_timeout;
   options.bootstrap_timeout = session.config().bootstrap_timeout;
   STRATA_ASSIGN_OR_RETURN(

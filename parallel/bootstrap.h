@@ -12,7 +12,9 @@
 //    handshake: each rank publishes its RankIdentity; a rank that differs from the leader in any
 //    field is refused on both sides with a message naming the field and both values. Start returns
 //    once every rank has joined and matched, or fails on every rank.
-// 3. ConnectGlooGroups builds the replica's communicators over Gloo.
+// 3. ConnectGlooGroups builds the replica's communicators over Gloo, on the
+//    address the leader sees this rank at, or on the interface named by
+//    GLOO_SOCKET_IFNAME when it is set.
 //
 // Thread-safety: BootstrapSession is used from one thread (its TcpStore is
 // thread-safe and may be shared with communicators).

@@ -275,14 +275,21 @@ absl::StatusOr<std::unique_ptr<GlooCommunicatorFactory>> GlooCommunicatorFactory
   if (options.hostname.empty()) options.hostname = store->local_host();
   try {
     gloo::transport::tcp::attr attr;
-    attr.hostname = options.hostname;
+    if (!options.interface_name.empty()) {
+      attr.iface = options.interface_name;
+    } else {
+      attr.hostname = options.hostname;
+    }
     std::shared_ptr<gloo::transport::Device> device = gloo::transport::tcp::CreateDevice(attr);
     return std::unique_ptr<GlooCommunicatorFactory>(
         new GlooCommunicatorFactory(store, world_rank, std::move(options), std::move(device)));
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("rank ", world_rank,
                                                ": cannot create a Gloo TCP device on \"",
-                                               options.hostname, "\": ", e.what()));
+                                               options.interface_name.empty()
+                                                   ? options.hostname
+                                                   : "interface " + options.interface_name,
+                                               "\": ", e.what()));
   }
 }
 

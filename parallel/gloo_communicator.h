@@ -45,6 +45,10 @@ struct GlooOptions {
   // Address this rank's Gloo listener binds to and advertises; must be
   // reachable by the other ranks. Empty: the TcpStore's local_host().
   std::string hostname;
+  // Network interface to use instead (its first address), as PyTorch's
+  // GLOO_SOCKET_IFNAME names it: for pods with several interfaces. Empty:
+  // use `hostname`.
+  std::string interface_name;
   absl::Duration collective_timeout = absl::Seconds(30);
   // How long joining a group waits for its other members.
   absl::Duration bootstrap_timeout = absl::Seconds(60);

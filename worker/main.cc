@@ -367,6 +367,8 @@ int main(int argc, char** argv) {
   description.weight_dtype = std::string(strata::DTypeName(options.model.weight_dtype.value_or(
       options.model.random_weights ? strata::DType::kBF16 : config.torch_dtype)));
   description.parameter_count = config.ParameterCount();
+  description.tensor_parallel_size = bootstrap->tp;
+  description.pipeline_parallel_size = bootstrap->pp;
   service.AttachEngine(engine.get(), description);
   metrics.SetEngine(engine.get(), options.model.kv_block_size, bootstrap->world_size);
   if (sharded) {

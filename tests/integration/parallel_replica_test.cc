@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "cli/inference_client.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -38,6 +39,11 @@ TEST(ParallelReplicaTest, GreedyOutputsMatchTheReferenceForEveryTpAndPp) {
       ASSERT_TRUE(replica.ok()) << replica.status();
       ASSERT_TRUE(WaitUntilServing(replica->ranks[0]).ok())
           << replica->ranks[0].process->Stderr();
+      absl::StatusOr<v1::ModelInfo> info =
+          cli::InferenceClient(replica->ranks[0].address).GetModelInfo();
+      ASSERT_TRUE(info.ok()) << info.status();
+      EXPECT_EQ(info->tensor_parallel_size(), tp);
+      EXPECT_EQ(info->pipeline_parallel_size(), pp);
       // All prompts at once: they share the replica's steps (batched), which
       // must not change any of them.
       std::vector<Generation> generations(references.size());
@@ -65,6 +71,45 @@ TEST(ParallelReplicaTest, GreedyOutputsMatchTheReferenceForEveryTpAndPp) {
       }
     }
   }
+}
+
+TEST(ParallelReplicaTest, RanksFindEachOtherFromALeaderWorkerSetEnvironment) {
+  // Two pods of a LeaderWorkerSet group, two ranks per pod (one per GPU):
+  // rank = LWS_WORKER_INDEX * 2 + --local-rank, tp 2 x pp 2.
+  TempDir logs;
+  const int store_port = FreePort();
+  std::vector<std::unique_ptr<ChildProcess>> ranks;
+  for (int pod = 0; pod < 2; ++pod) {
+    for (int local = 0; local < 2; ++local) {
+      const std::string name = absl::StrCat("pod", pod, "-local", local);
+      absl::StatusOr<std::unique_ptr<ChildProcess>> process = ChildProcess::Start(
+          {{"/usr/bin/env", "LWS_LEADER_ADDRESS=127.0.0.1", "LWS_GROUP_SIZE=2",
+            absl::StrCat("LWS_WORKER_INDEX=", pod), WorkerBinary(), "--model", STRATA_MODEL_DIR,
+            "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--threads", "1",
+            "--tp", "2", "--pp", "2", "--ranks-per-pod", "2", "--local-rank",
+            absl::StrCat(local), "--leader-port", absl::StrCat(store_port)},
+           logs.path(),
+           name,
+           std::nullopt});
+      ASSERT_TRUE(process.ok()) << process.status();
+      ranks.push_back(*std::move(process));
+    }
+  }
+  absl::StatusOr<std::string> line =
+      ranks[0]->WaitForStdoutLine("strata-worker: listening on", std::chrono::seconds(30));
+  ASSERT_TRUE(line.ok()) << line.status();
+  const size_t on = line->find(" on ") + 4;
+  const std::string address = line->substr(on, line->find(" metrics ") - on);
+  ServerProcess leader{std::move(ranks[0]), address, ""};
+  ASSERT_TRUE(WaitUntilServing(leader).ok()) << leader.process->Stderr() << ranks[3]->Stderr();
+  const ReferenceCase reference = LoadReference()[1];
+  v1::GenerateRequest request = ReferenceRequest(reference);
+  request.mutable_token_ids()->mutable_ids()->Add(reference.prompt_ids.begin(),
+                                                  reference.prompt_ids.end());
+  const Generation generation = Generate(address, request);
+  ASSERT_TRUE(generation.status.ok()) << generation.status;
+  EXPECT_THAT(generation.ids, ElementsAreArray(ExpectedIds(reference)));
+  EXPECT_THAT(ranks[3]->Stderr() + ranks[3]->Stdout(), HasSubstr("rank 3"));
 }
 
 // Health statuses a Watch stream delivers until the server goes away.
