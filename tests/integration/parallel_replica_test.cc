@@ -188,6 +188,26 @@ TEST(ParallelReplicaTest, KillingAFollowerMidGenerationStopsTheWholeReplica) {
       << "the leader must report NOT_SERVING before it exits";
 }
 
+TEST(ParallelReplicaTest, AFollowerThatHangsPastTheCollectiveTimeoutStopsTheReplica) {
+  TempDir logs;
+  absl::StatusOr<ReplicaProcesses> replica =
+      LaunchReplica(STRATA_MODEL_DIR, /*tp=*/1, /*pp=*/2, {"--collective-timeout", "2"},
+                    logs.path());
+  ASSERT_TRUE(replica.ok()) << replica.status();
+  ServerProcess& leader = replica->ranks[0];
+  ASSERT_TRUE(WaitUntilServing(leader).ok()) << leader.process->Stderr();
+  // Stopped, not dead: its connections stay open, only the timeout can tell.
+  replica->ranks[1].process->Signal(SIGSTOP);
+  const std::optional<int> code = leader.process->WaitForExit(std::chrono::seconds(10));
+  replica->ranks[1].process->Signal(SIGCONT);
+  ASSERT_TRUE(code.has_value()) << "the leader still runs 10 s after rank 1 hung";
+  EXPECT_NE(*code, 0);
+  EXPECT_THAT(leader.process->Stderr(), HasSubstr("replica lost"));
+  const std::optional<int> follower = replica->ranks[1].process->WaitForExit(std::chrono::seconds(10));
+  ASSERT_TRUE(follower.has_value()) << "the resumed follower must notice its leader is gone";
+  EXPECT_NE(*follower, 0);
+}
+
 // Starts a two-rank replica whose rank 1 gets `rank1_flags` instead of the
 // leader's tp = 2 shape, and expects both to refuse with `mismatch`.
 void ExpectRefused(const std::vector<std::string>& rank1_flags, const std::string& mismatch) {
