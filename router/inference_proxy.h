@@ -1,14 +1,13 @@
-// The router's strata.v1.Inference: Generate is relayed as a stream to the
-// backend (GenerateRelay); Tokenize, Detokenize and GetModelInfo are
-// forwarded as unary calls. Deadlines go to the backend with the call; backend
+// The router's strata.v1.Inference. Generate calls are routed as streams
+// (RoutedGenerateCall: admission, balancing, retries before the first
+// response); Tokenize, Detokenize and GetModelInfo are forwarded as unary
+// calls to an available backend, retried on another one when a backend
+// answers UNAVAILABLE. Deadlines go to the backend with every call; backend
 // errors come back with their code and message, UNAVAILABLE ones prefixed
 // with the backend's address.
 //
-// One backend for now; choosing among several (balancing, retries before the
-// first token) belongs to the full router and slots in where backend_ is used.
-//
-// Thread-safety: gRPC calls the methods from its threads; the only mutable
-// state is an atomic count of calls in flight.
+// Thread-safety: gRPC calls the methods from its threads; the mutable state
+// is atomic.
 #pragma once
 
 #include <atomic>
@@ -17,18 +16,17 @@
 
 #include "grpcpp/grpcpp.h"
 #include "router/backend.h"
+#include "router/request_router.h"
 #include "strata/v1/inference.grpc.pb.h"
 
 namespace strata::router {
 
-class RouterMetrics;
-
 class InferenceProxy final : public v1::Inference::CallbackService {
  public:
-  // `backend` and `metrics` (may be null) outlive the proxy.
-  InferenceProxy(Backend& backend, RouterMetrics* metrics);
+  // `router` outlives the proxy.
+  explicit InferenceProxy(RequestRouter& router);
 
-  // Generate calls being relayed (for draining at shutdown).
+  // Generate calls accepted and not yet done (for draining at shutdown).
   int32_t GenerateCallsInFlight() const { return generate_calls_in_flight_.load(); }
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
@@ -49,8 +47,7 @@ class InferenceProxy final : public v1::Inference::CallbackService {
   std::string RequestIdOf(const grpc::CallbackServerContext& context,
                           const v1::GenerateRequest& request);
 
-  Backend& backend_;
-  RouterMetrics* const metrics_;
+  RequestRouter& router_;
   std::atomic<int32_t> generate_calls_in_flight_{0};
   const std::string request_id_prefix_;
   std::atomic<uint64_t> next_request_number_{1};

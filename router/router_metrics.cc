@@ -69,4 +69,9 @@ prometheus::Gauge& RouterMetrics::BackendInFlight(const std::string& backend) {
   return backend_in_flight_.Add({{"backend", backend}});
 }
 
+void RouterMetrics::RemoveBackend(const std::string& backend) {
+  backend_healthy_.Remove(&backend_healthy_.Add({{"backend", backend}}));
+  backend_in_flight_.Remove(&backend_in_flight_.Add({{"backend", backend}}));
+}
+
 }  // namespace strata::router

@@ -50,6 +50,8 @@ class RouterMetrics {
   // Per-backend gauges; the returned references stay valid as long as `this`.
   prometheus::Gauge& BackendHealthy(const std::string& backend);
   prometheus::Gauge& BackendInFlight(const std::string& backend);
+  // Drops the backend's series (it left the backend set).
+  void RemoveBackend(const std::string& backend);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;

@@ -257,7 +257,7 @@ TEST(WorkerProcessTest, RouterFollowsTheWorkersHealthAndExitsZeroOnSigint) {
   ASSERT_TRUE(WaitUntilServing(*worker, std::chrono::seconds(120)).ok());
   EXPECT_TRUE(WaitUntilServing(*router, std::chrono::seconds(10)).ok());
 
-  // The worker goes away: the router stops serving, and says which backend failed.
+  // The worker goes away: the router stops serving, and says why it refuses.
   worker->process->Signal(SIGTERM);
   ASSERT_EQ(worker->process->WaitForExit(std::chrono::seconds(15)), 0);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -271,7 +271,7 @@ TEST(WorkerProcessTest, RouterFollowsTheWorkersHealthAndExitsZeroOnSigint) {
   request.set_text("Once");
   const absl::Status status = client.Generate(request, [](const v1::GenerateResponse&) {});
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
-  EXPECT_THAT(std::string(status.message()), HasSubstr(absl::StrCat("backend ", worker->address)));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("no backend available"));
 
   router->process->Signal(SIGINT);
   EXPECT_EQ(router->process->WaitForExit(std::chrono::seconds(15)), 0) << router->process->Stderr();

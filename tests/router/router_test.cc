@@ -1,13 +1,13 @@
-// The router's proxy and health watcher against a scripted backend served
-// in-process on 127.0.0.1 (port 0).
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
+// The router's proxy against scripted backends served in-process on
+// 127.0.0.1 (port 0): relaying, errors, deadlines, cancellation, retries
+// before the first response, the mid-stream loss message, passive ejection,
+// admission control and the health watcher.
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,251 +19,131 @@
 #include "gtest/gtest.h"
 #include "prometheus/text_serializer.h"
 #include "router/backend.h"
+#include "router/client_rate_limiter.h"
 #include "router/health_watcher.h"
-#include "router/inference_proxy.h"
+#include "router/routed_generate_call.h"
 #include "router/router_metrics.h"
-#include "strata/v1/inference.grpc.pb.h"
+#include "tests/router/router_harness.h"
 
 namespace strata::router {
 namespace {
 
+using testing::Eventually;
+using testing::GenerateOutcome;
 using ::testing::HasSubstr;
+using testing::InProcessRouter;
+using testing::InProcessRouterOptions;
+using testing::RunGenerate;
+using testing::ScriptedBackend;
+using testing::ServeBackend;
+using testing::ServedBackend;
+using ::testing::StartsWith;
 
-template <typename Condition>
-bool Eventually(Condition condition, std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return condition();
+InProcessRouterOptions FastOptions(std::string policy = "least_load") {
+  InProcessRouterOptions options;
+  options.policy = std::move(policy);
+  options.routing.no_backend_wait = std::chrono::milliseconds(300);
+  options.pool.watch_load = false;
+  return options;
 }
 
-// A port nothing listens on (bound, then released).
-int UnusedPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
-  socklen_t length = sizeof(address);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  close(fd);
-  return ntohs(address.sin_port);
-}
-
-// Streams `responses` responses ("r0", "r1", ...) `interval` apart, or fails
-// with `error` when set; records what it saw of each call.
-class ScriptedBackend final : public v1::Inference::Service {
- public:
-  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
-                        grpc::ServerWriter<v1::GenerateResponse>* writer) override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      last_request_ = *request;
-      last_deadline_ = context->deadline();
-    }
-    calls_.fetch_add(1);
-    if (!error_.ok()) return error_;
-    for (int i = 0; i < responses_; ++i) {
-      if (context->IsCancelled()) {
-        cancelled_.store(true);
-        return grpc::Status::CANCELLED;
-      }
-      v1::GenerateResponse response;
-      response.set_text(absl::StrCat("r", i));
-      response.add_token_ids(i);
-      response.set_request_id(request->request_id());
-      if (i + 1 == responses_) {
-        response.set_finish_reason(v1::FINISH_REASON_LENGTH);
-        response.mutable_usage()->set_completion_tokens(responses_);
-      }
-      if (!writer->Write(response)) {
-        cancelled_.store(true);
-        return grpc::Status::CANCELLED;
-      }
-      std::this_thread::sleep_for(interval_);
-    }
-    if (context->IsCancelled()) cancelled_.store(true);
-    return grpc::Status::OK;
-  }
-
-  grpc::Status Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* request,
-                        v1::TokenizeResponse* response) override {
-    for (char c : request->text()) response->add_ids(c);
-    return grpc::Status::OK;
-  }
-
-  grpc::Status Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* request,
-                          v1::DetokenizeResponse* response) override {
-    if (request->ids_size() == 0) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "ids: empty");
-    }
-    for (int32_t id : request->ids()) response->mutable_text()->push_back(static_cast<char>(id));
-    return grpc::Status::OK;
-  }
-
-  grpc::Status GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest*,
-                            v1::ModelInfo* response) override {
-    response->set_model_name("scripted");
-    response->set_vocab_size(99);
-    return grpc::Status::OK;
-  }
-
-  int responses_ = 5;
-  std::chrono::milliseconds interval_{0};
-  grpc::Status error_ = grpc::Status::OK;
-  std::atomic<bool> cancelled_{false};
-  std::atomic<int> calls_{0};
-  std::mutex mu_;
-  v1::GenerateRequest last_request_;
-  std::chrono::system_clock::time_point last_deadline_;
-};
-
-std::unique_ptr<grpc::Server> Serve(grpc::Service* service, int* port) {
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), port);
-  builder.RegisterService(service);
-  return builder.BuildAndStart();
-}
-
-class RouterTest : public ::testing::Test {
- protected:
-  void StartBackend() {
-    int port = 0;
-    backend_server_ = Serve(&scripted_, &port);
-    ASSERT_NE(backend_server_, nullptr);
-    StartRouter(absl::StrCat("127.0.0.1:", port));
-  }
-
-  void StartRouter(const std::string& backend_address) {
-    backend_ = std::make_unique<Backend>(backend_address, &metrics_);
-    proxy_ = std::make_unique<InferenceProxy>(*backend_, &metrics_);
-    int port = 0;
-    router_server_ = Serve(proxy_.get(), &port);
-    ASSERT_NE(router_server_, nullptr);
-    stub_ = v1::Inference::NewStub(
-        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
-  }
-
-  void TearDown() override {
-    const auto soon = std::chrono::system_clock::now() + std::chrono::seconds(1);
-    if (router_server_) router_server_->Shutdown(soon);
-    if (backend_server_) backend_server_->Shutdown(soon);
-  }
-
-  std::string ScrapeMetrics() {
-    return prometheus::TextSerializer().Serialize(metrics_.registry()->Collect());
-  }
-
-  ScriptedBackend scripted_;
-  RouterMetrics metrics_;
-  std::unique_ptr<grpc::Server> backend_server_;
-  std::unique_ptr<Backend> backend_;
-  std::unique_ptr<InferenceProxy> proxy_;
-  std::unique_ptr<grpc::Server> router_server_;
-  std::unique_ptr<v1::Inference::Stub> stub_;
-};
-
-TEST_F(RouterTest, RelaysTheStreamInOrderWithTheFinalStatus) {
-  StartBackend();
+TEST(RouterTest, RelaysTheStreamInOrderWithTheFinalStatus) {
+  ScriptedBackend scripted;
+  ServedBackend backend = ServeBackend(&scripted);
+  InProcessRouter router({backend.address}, FastOptions());
+  ASSERT_TRUE(router.WaitForHealthy(1));
   v1::GenerateRequest request;
   request.set_text("hello");
   request.set_request_id("relay-1");
   request.mutable_stopping()->set_max_tokens(5);
-  grpc::ClientContext context;
-  auto reader = stub_->Generate(&context, request);
-  std::vector<v1::GenerateResponse> responses;
-  v1::GenerateResponse response;
-  while (reader->Read(&response)) responses.push_back(response);
-  const grpc::Status status = reader->Finish();
-  ASSERT_TRUE(status.ok()) << status.error_code() << ": " << status.error_message();
-  ASSERT_EQ(responses.size(), 5u);
-  for (int i = 0; i < 5; ++i) {
-    EXPECT_EQ(responses[i].text(), absl::StrCat("r", i));
-    EXPECT_EQ(responses[i].request_id(), "relay-1");
-  }
-  EXPECT_EQ(responses.back().finish_reason(), v1::FINISH_REASON_LENGTH);
-  EXPECT_EQ(responses.back().usage().completion_tokens(), 5);
-  std::lock_guard<std::mutex> lock(scripted_.mu_);
-  EXPECT_EQ(scripted_.last_request_.text(), "hello");
-  EXPECT_EQ(scripted_.last_request_.stopping().max_tokens(), 5);
+  const GenerateOutcome outcome = RunGenerate(router.stub(), request);
+  ASSERT_TRUE(outcome.status.ok()) << outcome.status.error_message();
+  ASSERT_EQ(outcome.responses.size(), 5u);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(outcome.responses[i].text(), absl::StrCat("r", i));
+  EXPECT_EQ(outcome.responses.back().finish_reason(), v1::FINISH_REASON_LENGTH);
+  std::lock_guard<std::mutex> lock(scripted.mu_);
+  EXPECT_EQ(scripted.last_request_.text(), "hello");
+  EXPECT_EQ(scripted.last_request_.request_id(), "relay-1");
+  EXPECT_EQ(scripted.last_request_.stopping().max_tokens(), 5);
 }
 
-TEST_F(RouterTest, PassesBackendErrorsThroughWithCodeAndMessage) {
-  scripted_.error_ =
+TEST(RouterTest, PassesBackendErrorsThroughWithCodeAndMessage) {
+  ScriptedBackend scripted;
+  scripted.error_ =
       grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "max_tokens must be positive, got 0");
-  StartBackend();
-  grpc::ClientContext context;
-  auto reader = stub_->Generate(&context, v1::GenerateRequest());
-  v1::GenerateResponse response;
-  EXPECT_FALSE(reader->Read(&response));
-  grpc::Status status = reader->Finish();
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(status.error_message(), "max_tokens must be positive, got 0");
+  ServedBackend backend = ServeBackend(&scripted);
+  InProcessRouter router({backend.address}, FastOptions());
+  ASSERT_TRUE(router.WaitForHealthy(1));
+  const GenerateOutcome outcome = RunGenerate(router.stub(), v1::GenerateRequest());
+  EXPECT_EQ(outcome.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(outcome.status.error_message(), "max_tokens must be positive, got 0");
+  // Not retried: only UNAVAILABLE is.
+  EXPECT_EQ(scripted.calls_.load(), 1);
 
-  grpc::ClientContext detokenize_context;
+  grpc::ClientContext context;
   v1::DetokenizeResponse detokenized;
-  status = stub_->Detokenize(&detokenize_context, {}, &detokenized);
+  const grpc::Status status = router.stub().Detokenize(&context, {}, &detokenized);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(status.error_message(), "ids: empty");
 }
 
-TEST_F(RouterTest, AnUnreachableBackendGivesUnavailableNamingIt) {
-  const std::string backend_address = absl::StrCat("127.0.0.1:", UnusedPort());
-  StartRouter(backend_address);
-  grpc::ClientContext context;
-  auto reader = stub_->Generate(&context, v1::GenerateRequest());
-  v1::GenerateResponse response;
-  EXPECT_FALSE(reader->Read(&response));
-  grpc::Status status = reader->Finish();
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
-  EXPECT_THAT(status.error_message(), HasSubstr(absl::StrCat("backend ", backend_address)));
+TEST(RouterTest, NoHealthyBackendGivesUnavailableAfterAShortWait) {
+  InProcessRouter router({absl::StrCat("127.0.0.1:", testing::UnusedPort())}, FastOptions());
+  const auto start = std::chrono::steady_clock::now();
+  const GenerateOutcome outcome = RunGenerate(router.stub(), v1::GenerateRequest());
+  EXPECT_EQ(outcome.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(outcome.status.error_message(), HasSubstr("no backend available: 1 known"));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+  EXPECT_THAT(router.ScrapeMetrics(),
+              HasSubstr("strata_router_rejections_total{reason=\"no_backend\"} 1"));
 
-  grpc::ClientContext info_context;
+  grpc::ClientContext context;
   v1::ModelInfo info;
-  status = stub_->GetModelInfo(&info_context, {}, &info);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
-  EXPECT_THAT(status.error_message(), HasSubstr(backend_address));
+  EXPECT_EQ(router.stub().GetModelInfo(&context, {}, &info).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
 }
 
-TEST_F(RouterTest, PropagatesTheClientsDeadline) {
-  StartBackend();
+TEST(RouterTest, PropagatesTheClientsDeadline) {
+  ScriptedBackend scripted;
+  ServedBackend backend = ServeBackend(&scripted);
+  InProcessRouter router({backend.address}, FastOptions());
+  ASSERT_TRUE(router.WaitForHealthy(1));
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(30);
   grpc::ClientContext context;
   context.set_deadline(deadline);
-  auto reader = stub_->Generate(&context, v1::GenerateRequest());
+  auto reader = router.stub().Generate(&context, v1::GenerateRequest());
   v1::GenerateResponse response;
   while (reader->Read(&response)) {
   }
   ASSERT_TRUE(reader->Finish().ok());
-  std::lock_guard<std::mutex> lock(scripted_.mu_);
+  std::lock_guard<std::mutex> lock(scripted.mu_);
   // The deadline travels as a timeout, rounded up, measured from arrival.
-  EXPECT_LE(scripted_.last_deadline_, deadline + std::chrono::seconds(1));
-  EXPECT_GE(scripted_.last_deadline_, deadline - std::chrono::seconds(1));
+  EXPECT_LE(scripted.last_deadline_, deadline + std::chrono::seconds(1));
+  EXPECT_GE(scripted.last_deadline_, deadline - std::chrono::seconds(1));
 }
 
-TEST_F(RouterTest, AnExpiredDeadlineEndsTheBackendCall) {
-  scripted_.responses_ = 1000;
-  scripted_.interval_ = std::chrono::milliseconds(10);
-  StartBackend();
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
-  auto reader = stub_->Generate(&context, v1::GenerateRequest());
-  v1::GenerateResponse response;
-  while (reader->Read(&response)) {
-  }
-  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  EXPECT_TRUE(Eventually([&] { return scripted_.cancelled_.load(); }, std::chrono::seconds(2)));
+TEST(RouterTest, AnExpiredDeadlineEndsTheBackendCall) {
+  ScriptedBackend scripted;
+  scripted.responses_ = 1000;
+  scripted.interval_ = std::chrono::milliseconds(10);
+  ServedBackend backend = ServeBackend(&scripted);
+  InProcessRouter router({backend.address}, FastOptions());
+  ASSERT_TRUE(router.WaitForHealthy(1));
+  const GenerateOutcome outcome =
+      RunGenerate(router.stub(), v1::GenerateRequest(), std::chrono::milliseconds(300));
+  EXPECT_EQ(outcome.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_TRUE(Eventually([&] { return scripted.cancelled_.load(); }, std::chrono::seconds(2)));
 }
 
-TEST_F(RouterTest, AClientCancelCancelsTheBackendCallAtOnce) {
-  scripted_.responses_ = 100000;
-  scripted_.interval_ = std::chrono::milliseconds(10);
-  StartBackend();
+TEST(RouterTest, AClientCancelCancelsTheBackendCallAtOnce) {
+  ScriptedBackend scripted;
+  scripted.responses_ = 100000;
+  scripted.interval_ = std::chrono::milliseconds(10);
+  ServedBackend backend = ServeBackend(&scripted);
+  InProcessRouter router({backend.address}, FastOptions());
+  ASSERT_TRUE(router.WaitForHealthy(1));
   grpc::ClientContext context;
-  auto reader = stub_->Generate(&context, v1::GenerateRequest());
+  auto reader = router.stub().Generate(&context, v1::GenerateRequest());
   v1::GenerateResponse response;
   ASSERT_TRUE(reader->Read(&response));
   ASSERT_TRUE(reader->Read(&response));
@@ -272,20 +152,24 @@ TEST_F(RouterTest, AClientCancelCancelsTheBackendCallAtOnce) {
   while (reader->Read(&response)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
-  EXPECT_TRUE(Eventually([&] { return scripted_.cancelled_.load(); }, std::chrono::seconds(1)));
+  EXPECT_TRUE(Eventually([&] { return scripted.cancelled_.load(); }, std::chrono::seconds(1)));
   EXPECT_LT(std::chrono::steady_clock::now() - cancelled_at, std::chrono::seconds(1));
   EXPECT_TRUE(Eventually([&] {
-    return ScrapeMetrics().find("strata_router_requests_in_flight 0") != std::string::npos;
+    return router.ScrapeMetrics().find("strata_router_requests_in_flight 0") != std::string::npos;
   }));
+  EXPECT_TRUE(Eventually([&] { return router.proxy().GenerateCallsInFlight() == 0; }));
 }
 
-TEST_F(RouterTest, ForwardsUnaryCalls) {
-  StartBackend();
+TEST(RouterTest, ForwardsUnaryCalls) {
+  ScriptedBackend scripted;
+  ServedBackend backend = ServeBackend(&scripted);
+  InProcessRouter router({backend.address}, FastOptions());
+  ASSERT_TRUE(router.WaitForHealthy(1));
   grpc::ClientContext tokenize_context;
   v1::TokenizeRequest tokenize;
   tokenize.set_text("ab");
   v1::TokenizeResponse tokenized;
-  ASSERT_TRUE(stub_->Tokenize(&tokenize_context, tokenize, &tokenized).ok());
+  ASSERT_TRUE(router.stub().Tokenize(&tokenize_context, tokenize, &tokenized).ok());
   EXPECT_THAT(tokenized.ids(), ::testing::ElementsAre('a', 'b'));
 
   grpc::ClientContext detokenize_context;
@@ -293,66 +177,385 @@ TEST_F(RouterTest, ForwardsUnaryCalls) {
   detokenize.add_ids('o');
   detokenize.add_ids('k');
   v1::DetokenizeResponse detokenized;
-  ASSERT_TRUE(stub_->Detokenize(&detokenize_context, detokenize, &detokenized).ok());
+  ASSERT_TRUE(router.stub().Detokenize(&detokenize_context, detokenize, &detokenized).ok());
   EXPECT_EQ(detokenized.text(), "ok");
 
   grpc::ClientContext info_context;
   v1::ModelInfo info;
-  ASSERT_TRUE(stub_->GetModelInfo(&info_context, {}, &info).ok());
+  ASSERT_TRUE(router.stub().GetModelInfo(&info_context, {}, &info).ok());
   EXPECT_EQ(info.model_name(), "scripted");
 }
 
-TEST_F(RouterTest, RelaysManyConcurrentStreams) {
-  scripted_.responses_ = 20;
-  StartBackend();
-  constexpr int kStreams = 16;
+TEST(RouterTest, RetriesOnAnotherBackendWhenTheFirstIsUnavailableBeforeAnyResponse) {
+  ScriptedBackend refusing;
+  refusing.name_ = "refusing";
+  refusing.error_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "draining");
+  ScriptedBackend working;
+  working.name_ = "working";
+  ServedBackend a = ServeBackend(&refusing);
+  ServedBackend b = ServeBackend(&working);
+  InProcessRouter router({a.address, b.address}, FastOptions("round_robin"));
+  ASSERT_TRUE(router.WaitForHealthy(2));
+  for (int i = 0; i < 6; ++i) {
+    const GenerateOutcome outcome = RunGenerate(router.stub(), v1::GenerateRequest());
+    ASSERT_TRUE(outcome.status.ok()) << outcome.status.error_message();
+    ASSERT_EQ(outcome.responses.size(), 5u);
+    EXPECT_EQ(outcome.responses[0].request_id(), "working");
+  }
+  EXPECT_GE(refusing.calls_.load(), 1);
+  EXPECT_EQ(working.calls_.load(), 6);
+  EXPECT_THAT(router.ScrapeMetrics(), HasSubstr("strata_router_retries_total "));
+}
+
+TEST(RouterTest, AStreamCutAfterItsFirstResponseFailsUnavailableAsLostMidStream) {
+  ScriptedBackend cutting;
+  cutting.responses_ = 10;
+  cutting.error_after_ = 3;
+  cutting.error_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection reset");
+  ScriptedBackend working;
+  ServedBackend a = ServeBackend(&cutting);
+  ServedBackend b = ServeBackend(&working);
+  InProcessRouter router({a.address}, FastOptions());
+  ASSERT_TRUE(router.WaitForHealthy(1));
+  router.pool().Update({a.address, b.address});
+  ASSERT_TRUE(router.WaitForHealthy(2));
+  router.pool().Update({a.address});
+  const GenerateOutcome outcome = RunGenerate(router.stub(), v1::GenerateRequest());
+  EXPECT_EQ(outcome.responses.size(), 3u);
+  EXPECT_EQ(outcome.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(outcome.status.error_message(),
+              StartsWith(absl::StrCat(RoutedGenerateCall::kLostMidStream, " (backend ", a.address,
+                                      "): connection reset")));
+  // Never retried after output reached the client.
+  EXPECT_EQ(cutting.calls_.load(), 1);
+  EXPECT_EQ(working.calls_.load(), 0);
+}
+
+TEST(RouterTest, EjectsABackendAfterConsecutiveFailuresAndReadmitsItAfterASuccess) {
+  ScriptedBackend flaky;
+  flaky.error_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "overloaded");
+  ServedBackend a = ServeBackend(&flaky);
+  InProcessRouterOptions options = FastOptions();
+  options.routing.max_attempts = 1;
+  options.pool.ejection.eject_after = 3;
+  options.pool.ejection.base_ejection = std::chrono::milliseconds(1500);
+  InProcessRouter router({a.address}, options);
+  ASSERT_TRUE(router.WaitForHealthy(1));
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(RunGenerate(router.stub(), {}).status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  }
+  const std::shared_ptr<Backend> backend = router.pool().Backends().at(0);
+  EXPECT_TRUE(backend->ejected());
+  EXPECT_FALSE(backend->Available(Backend::Clock::now()));
+  // While ejected, calls wait for a backend and then give up.
+  EXPECT_THAT(RunGenerate(router.stub(), {}).status.error_message(),
+              HasSubstr("no backend available"));
+  EXPECT_EQ(flaky.calls_.load(), 3);
+  // Half-open after the ejection time: one probe call; it succeeds.
+  flaky.error_ = grpc::Status::OK;
+  EXPECT_TRUE(Eventually([&] { return backend->Available(Backend::Clock::now()); },
+                         std::chrono::seconds(3)));
+  EXPECT_TRUE(RunGenerate(router.stub(), {}).status.ok());
+  EXPECT_FALSE(backend->ejected());
+}
+
+TEST(RouterTest, NotServingBackendsGetNoNewCalls) {
+  ScriptedBackend first;
+  first.name_ = "first";
+  ScriptedBackend second;
+  second.name_ = "second";
+  ServedBackend a = ServeBackend(&first);
+  ServedBackend b = ServeBackend(&second);
+  InProcessRouter router({a.address, b.address}, FastOptions("round_robin"));
+  ASSERT_TRUE(router.WaitForHealthy(2));
+  a.SetServing(false);
+  ASSERT_TRUE(Eventually([&] { return !router.pool().Backends()[0]->healthy(); }));
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(RunGenerate(router.stub(), {}).status.ok());
+  EXPECT_EQ(first.calls_.load(), 0);
+  EXPECT_EQ(second.calls_.load(), 4);
+}
+
+TEST(RouterTest, RoundRobinSpreadsCallsEvenly) {
+  std::vector<std::unique_ptr<ScriptedBackend>> scripted;
+  std::vector<ServedBackend> served;
+  std::vector<std::string> addresses;
+  for (int i = 0; i < 3; ++i) {
+    scripted.push_back(std::make_unique<ScriptedBackend>());
+    served.push_back(ServeBackend(scripted.back().get()));
+    addresses.push_back(served.back().address);
+  }
+  InProcessRouter router(addresses, FastOptions("round_robin"));
+  ASSERT_TRUE(router.WaitForHealthy(3));
+  for (int i = 0; i < 9; ++i) ASSERT_TRUE(RunGenerate(router.stub(), {}).status.ok());
+  for (const auto& backend : scripted) EXPECT_EQ(backend->calls_.load(), 3);
+}
+
+TEST(RouterTest, LeastLoadAvoidsTheBackendWithCallsInFlight) {
+  ScriptedBackend slow;
+  slow.responses_ = 1000;
+  slow.interval_ = std::chrono::milliseconds(5);
+  ScriptedBackend fast;
+  ServedBackend a = ServeBackend(&slow);
+  ServedBackend b = ServeBackend(&fast);
+  InProcessRouter router({a.address}, FastOptions("least_load"));
+  ASSERT_TRUE(router.WaitForHealthy(1));
+  // Two long calls on the slow backend, then the fast one joins.
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>> readers;
+  for (int i = 0; i < 2; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    readers.push_back(router.stub().Generate(contexts.back().get(), {}));
+    v1::GenerateResponse response;
+    ASSERT_TRUE(readers.back()->Read(&response));
+  }
+  router.pool().Update({a.address, b.address});
+  ASSERT_TRUE(router.WaitForHealthy(2));
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(RunGenerate(router.stub(), {}).status.ok());
+  EXPECT_EQ(fast.calls_.load(), 5);
+  EXPECT_EQ(slow.calls_.load(), 2);
+  for (auto& context : contexts) context->TryCancel();
+  for (auto& reader : readers) reader->Finish().IgnoreError();
+}
+
+TEST(RouterTest, CallsWithTheSameSessionKeyGoToTheSameBackend) {
+  std::vector<std::unique_ptr<ScriptedBackend>> scripted;
+  std::vector<ServedBackend> served;
+  std::vector<std::string> addresses;
+  for (int i = 0; i < 4; ++i) {
+    scripted.push_back(std::make_unique<ScriptedBackend>());
+    scripted.back()->name_ = absl::StrCat("backend", i);
+    served.push_back(ServeBackend(scripted.back().get()));
+    addresses.push_back(served.back().address);
+  }
+  InProcessRouter router(addresses, FastOptions("round_robin"));
+  ASSERT_TRUE(router.WaitForHealthy(4));
+  std::map<std::string, std::set<std::string>> backends_of_session;
+  for (int round = 0; round < 3; ++round) {
+    for (int session = 0; session < 8; ++session) {
+      grpc::ClientContext context;
+      context.AddMetadata(kSessionMetadataKey, absl::StrCat("session-", session));
+      auto reader = router.stub().Generate(&context, {});
+      v1::GenerateResponse response;
+      ASSERT_TRUE(reader->Read(&response));
+      backends_of_session[absl::StrCat(session)].insert(response.request_id());
+      while (reader->Read(&response)) {
+      }
+      ASSERT_TRUE(reader->Finish().ok());
+    }
+  }
+  for (const auto& [session, backends] : backends_of_session) {
+    EXPECT_EQ(backends.size(), 1u) << "session " << session;
+  }
+}
+
+TEST(RouterTest, AdmissionQueuesThenRefusesWithResourceExhaustedAndARetryHint) {
+  ScriptedBackend slow;
+  slow.responses_ = 50;
+  slow.interval_ = std::chrono::milliseconds(20);
+  ServedBackend a = ServeBackend(&slow);
+  InProcessRouterOptions options = FastOptions();
+  options.max_in_flight = 2;
+  options.max_queued = 1;
+  InProcessRouter router({a.address}, options);
+  ASSERT_TRUE(router.WaitForHealthy(1));
+  constexpr int kCalls = 6;
+  std::vector<grpc::Status> statuses(kCalls);
+  std::vector<std::string> pushback(kCalls);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kCalls; ++i) {
+    clients.emplace_back([&, i] {
+      grpc::ClientContext context;
+      auto reader = router.stub().Generate(&context, {});
+      v1::GenerateResponse response;
+      while (reader->Read(&response)) {
+      }
+      statuses[i] = reader->Finish();
+      const auto& trailers = context.GetServerTrailingMetadata();
+      if (auto it = trailers.find("grpc-retry-pushback-ms"); it != trailers.end()) {
+        pushback[i].assign(it->second.data(), it->second.size());
+      }
+    });
+  }
+  for (auto& client : clients) client.join();
+  int ok = 0;
+  int refused = 0;
+  for (int i = 0; i < kCalls; ++i) {
+    if (statuses[i].ok()) ++ok;
+    if (statuses[i].error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      ++refused;
+      EXPECT_THAT(statuses[i].error_message(), HasSubstr("router overloaded"));
+      EXPECT_THAT(statuses[i].error_message(), HasSubstr("retry in 200 ms"));
+      EXPECT_EQ(pushback[i], "200");
+    }
+  }
+  EXPECT_EQ(ok, 3);  // 2 in flight + 1 queued
+  EXPECT_EQ(refused, 3);
+  EXPECT_LE(slow.active_.load(), 2);
+  EXPECT_THAT(router.ScrapeMetrics(),
+              HasSubstr("strata_router_rejections_total{reason=\"overloaded\"} 3"));
+  // The slot is given back just after the client sees the end.
+  EXPECT_TRUE(Eventually([&] { return router.admission().in_flight() == 0; }));
+}
+
+TEST(ClientRateLimiterTest, RefillsAtTheRateUpToTheBurst) {
+  ClientRateLimiter limiter(/*rate=*/2.0, /*burst=*/3.0);
+  const auto start = ClientRateLimiter::Clock::now();
+  std::chrono::milliseconds retry_after{0};
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(limiter.Allow("a", start, &retry_after));
+  EXPECT_FALSE(limiter.Allow("a", start, &retry_after));
+  EXPECT_EQ(retry_after, std::chrono::milliseconds(500));
+  EXPECT_TRUE(limiter.Allow("b", start, &retry_after));  // its own bucket
+  EXPECT_TRUE(limiter.Allow("a", start + std::chrono::milliseconds(500), &retry_after));
+  EXPECT_FALSE(limiter.Allow("a", start + std::chrono::milliseconds(600), &retry_after));
+  // Never more than the burst, however long the pause.
+  const auto later = start + std::chrono::hours(1);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(limiter.Allow("a", later, &retry_after));
+  EXPECT_FALSE(limiter.Allow("a", later, &retry_after));
+}
+
+TEST(ClientRateLimiterTest, ForgetsRefilledKeysToStayBounded) {
+  ClientRateLimiter limiter(/*rate=*/1.0, /*burst=*/1.0, /*max_keys=*/100);
+  auto now = ClientRateLimiter::Clock::now();
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_TRUE(limiter.Allow(absl::StrCat("client", i), now, nullptr));
+    now += std::chrono::milliseconds(100);
+  }
+  EXPECT_LE(limiter.keys(), 100u);
+}
+
+TEST(RouterTest, APerClientRateLimitRefusesTheExcessOfOneClientOnly) {
+  ScriptedBackend scripted;
+  ServedBackend backend = ServeBackend(&scripted);
+  InProcessRouterOptions options = FastOptions();
+  options.routing.client_rate = 0.5;
+  options.routing.client_burst = 2;
+  InProcessRouter router({backend.address}, options);
+  ASSERT_TRUE(router.WaitForHealthy(1));
+  const auto call = [&](const std::string& client, std::string* pushback) {
+    grpc::ClientContext context;
+    if (!client.empty()) context.AddMetadata("x-client-id", client);
+    auto reader = router.stub().Generate(&context, {});
+    v1::GenerateResponse response;
+    while (reader->Read(&response)) {
+    }
+    const grpc::Status status = reader->Finish();
+    const auto& trailers = context.GetServerTrailingMetadata();
+    if (auto it = trailers.find("grpc-retry-pushback-ms"); pushback && it != trailers.end()) {
+      pushback->assign(it->second.data(), it->second.size());
+    }
+    return status;
+  };
+  EXPECT_TRUE(call("alice", nullptr).ok());
+  EXPECT_TRUE(call("alice", nullptr).ok());
+  std::string pushback;
+  const grpc::Status refused = call("alice", &pushback);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(refused.error_message(), HasSubstr("client \"alice\" is over its rate limit"));
+  EXPECT_FALSE(pushback.empty());
+  EXPECT_TRUE(call("bob", nullptr).ok());
+  EXPECT_TRUE(call("", nullptr).ok());  // no key: not limited
+  EXPECT_EQ(scripted.calls_.load(), 4);
+  EXPECT_THAT(router.ScrapeMetrics(),
+              HasSubstr("strata_router_rejections_total{reason=\"rate_limited\"} 1"));
+}
+
+TEST(RouterTest, ACancelWhileQueuedLeavesTheQueue) {
+  ScriptedBackend slow;
+  slow.responses_ = 1000;
+  slow.interval_ = std::chrono::milliseconds(5);
+  ServedBackend a = ServeBackend(&slow);
+  InProcessRouterOptions options = FastOptions();
+  options.max_in_flight = 1;
+  options.max_queued = 4;
+  InProcessRouter router({a.address}, options);
+  ASSERT_TRUE(router.WaitForHealthy(1));
+  grpc::ClientContext running_context;
+  auto running = router.stub().Generate(&running_context, {});
+  v1::GenerateResponse response;
+  ASSERT_TRUE(running->Read(&response));
+  const GenerateOutcome queued = RunGenerate(router.stub(), {}, std::chrono::milliseconds(200));
+  EXPECT_EQ(queued.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_TRUE(Eventually([&] { return router.admission().queued() == 0; }));
+  running_context.TryCancel();
+  running->Finish().IgnoreError();
+  EXPECT_TRUE(Eventually([&] { return router.admission().in_flight() == 0; }));
+  EXPECT_EQ(slow.calls_.load(), 1);
+}
+
+TEST(RouterTest, DrainingRefusesNewCallsAndLetsCallsInFlightFinish) {
+  ScriptedBackend slow;
+  slow.responses_ = 10;
+  slow.interval_ = std::chrono::milliseconds(20);
+  ServedBackend a = ServeBackend(&slow);
+  InProcessRouter router({a.address}, FastOptions());
+  ASSERT_TRUE(router.WaitForHealthy(1));
+  GenerateOutcome in_flight;
+  std::thread client([&] { in_flight = RunGenerate(router.stub(), {}); });
+  ASSERT_TRUE(Eventually([&] { return slow.active_.load() == 1; }));
+  router.admission().StartDraining();
+  const GenerateOutcome refused = RunGenerate(router.stub(), {});
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(refused.status.error_message(), HasSubstr("draining"));
+  client.join();
+  EXPECT_TRUE(in_flight.status.ok());
+  EXPECT_EQ(in_flight.responses.size(), 10u);
+}
+
+TEST(RouterTest, RelaysManyConcurrentStreamsOverSeveralBackends) {
+  std::vector<std::unique_ptr<ScriptedBackend>> scripted;
+  std::vector<ServedBackend> served;
+  std::vector<std::string> addresses;
+  for (int i = 0; i < 3; ++i) {
+    scripted.push_back(std::make_unique<ScriptedBackend>());
+    scripted.back()->responses_ = 20;
+    served.push_back(ServeBackend(scripted.back().get()));
+    addresses.push_back(served.back().address);
+  }
+  InProcessRouter router(addresses, FastOptions());
+  ASSERT_TRUE(router.WaitForHealthy(3));
+  constexpr int kStreams = 24;
   std::vector<std::string> outcomes(kStreams);
   std::vector<std::thread> clients;
   for (int i = 0; i < kStreams; ++i) {
     clients.emplace_back([&, i] {
-      grpc::ClientContext context;
-      auto reader = stub_->Generate(&context, v1::GenerateRequest());
-      v1::GenerateResponse response;
-      int count = 0;
-      while (reader->Read(&response)) ++count;
-      const grpc::Status status = reader->Finish();
-      outcomes[i] =
-          absl::StrCat(status.error_code(), " ", status.error_message(), ", ", count, " responses");
+      const GenerateOutcome outcome = RunGenerate(router.stub(), {});
+      outcomes[i] = absl::StrCat(outcome.status.error_code(), " ", outcome.status.error_message(),
+                                 ", ", outcome.responses.size(), " responses");
     });
   }
   for (auto& client : clients) client.join();
   for (const std::string& outcome : outcomes) EXPECT_EQ(outcome, "0 , 20 responses");
+  int total = 0;
+  for (const auto& backend : scripted) total += backend->calls_.load();
+  EXPECT_EQ(total, kStreams);
 }
 
-TEST_F(RouterTest, MetricsCountRelayedCallsByCode) {
-  StartBackend();
-  for (int i = 0; i < 2; ++i) {
-    grpc::ClientContext context;
-    auto reader = stub_->Generate(&context, v1::GenerateRequest());
-    v1::GenerateResponse response;
-    while (reader->Read(&response)) {
-    }
-    ASSERT_TRUE(reader->Finish().ok());
-  }
-  const std::string text = ScrapeMetrics();
+TEST(RouterTest, MetricsCountRelayedCallsByCodeAndBackend) {
+  ScriptedBackend scripted;
+  ServedBackend backend = ServeBackend(&scripted);
+  InProcessRouter router({backend.address}, FastOptions());
+  ASSERT_TRUE(router.WaitForHealthy(1));
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(RunGenerate(router.stub(), {}).status.ok());
+  const std::string text = router.ScrapeMetrics();
   EXPECT_THAT(text, HasSubstr("strata_router_requests_total{code=\"OK\"} 2"));
   EXPECT_THAT(text, HasSubstr("strata_router_time_to_first_token_seconds_count 2"));
   EXPECT_THAT(text, HasSubstr("strata_router_request_duration_seconds_count 2"));
   EXPECT_THAT(text, HasSubstr("strata_router_requests_in_flight 0"));
-  EXPECT_THAT(text, HasSubstr("strata_router_backend_requests_in_flight{backend=\"127.0.0.1:"));
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("strata_router_backend_healthy{backend=\"",
+                                           backend.address, "\"} 1")));
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("strata_router_backend_requests_in_flight{backend=\"",
+                                           backend.address, "\"} 0")));
+  // A backend that leaves the set leaves the metrics too.
+  router.pool().Update({});
+  EXPECT_THAT(router.ScrapeMetrics(), ::testing::Not(HasSubstr(backend.address)));
 }
 
 TEST(HealthWatcherTest, FollowsTheBackendsServingStatus) {
   ScriptedBackend scripted;
-  int port = 0;
-  std::unique_ptr<grpc::Server> server = Serve(&scripted, &port);
-  ASSERT_NE(server, nullptr);
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  const std::string service(v1::Inference::service_full_name());
-  health->SetServingStatus(service, false);
-
+  ServedBackend served = ServeBackend(&scripted);
+  served.SetServing(false);
   RouterMetrics metrics;
-  Backend backend(absl::StrCat("127.0.0.1:", port), &metrics);
+  Backend backend(served.address, &metrics);
   std::atomic<int> serving_reports{0};
   std::atomic<bool> last{false};
   HealthWatcher watcher(backend, [&](bool serving) {
@@ -364,25 +567,23 @@ TEST(HealthWatcherTest, FollowsTheBackendsServingStatus) {
   EXPECT_FALSE(backend.healthy());
   EXPECT_EQ(serving_reports.load(), 0);
 
-  health->SetServingStatus(service, true);
+  served.SetServing(true);
   EXPECT_TRUE(Eventually([&] { return backend.healthy() && last.load(); }));
   EXPECT_THAT(
       prometheus::TextSerializer().Serialize(metrics.registry()->Collect()),
-      HasSubstr(absl::StrCat("strata_router_backend_healthy{backend=\"127.0.0.1:", port, "\"} 1")));
-
-  health->SetServingStatus(service, false);
+      HasSubstr(absl::StrCat("strata_router_backend_healthy{backend=\"", served.address, "\"} 1")));
+  served.SetServing(false);
   EXPECT_TRUE(Eventually([&] { return !backend.healthy(); }));
-
-  health->SetServingStatus(service, true);
+  served.SetServing(true);
   EXPECT_TRUE(Eventually([&] { return backend.healthy(); }));
   // The backend going away counts as not serving.
-  server->Shutdown(std::chrono::system_clock::now());
+  served.server->Shutdown(std::chrono::system_clock::now());
   EXPECT_TRUE(Eventually([&] { return !backend.healthy(); }));
   watcher.Stop();
 }
 
 TEST(HealthWatcherTest, StopsPromptlyWhileTheBackendIsDown) {
-  Backend backend(absl::StrCat("127.0.0.1:", UnusedPort()), nullptr);
+  Backend backend(absl::StrCat("127.0.0.1:", testing::UnusedPort()), nullptr);
   HealthWatcher watcher(backend, [](bool) {});
   watcher.Start();
   std::this_thread::sleep_for(std::chrono::milliseconds(300));

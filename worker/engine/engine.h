@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "worker/engine/request.h"
@@ -48,6 +49,12 @@ struct EngineStats {
   uint64_t prefix_cache_queries = 0;
   uint64_t prefix_cache_hits = 0;
   uint64_t cached_tokens = 0;  // sum of Usage.cached_tokens of finished requests
+  // A compact summary of the prompt prefixes the KV cache holds, for
+  // cache-aware routing (replica.proto's LoadReport.prefix_hashes): the chain
+  // hashes (KvBlockManager::HashBlock) of registered blocks, most recently
+  // used first, at most KvBlockManager::kMaxReportedPrefixHashes. Empty when
+  // the engine does not report them.
+  std::vector<uint64_t> prefix_block_hashes;
 };
 
 class Engine {

@@ -135,6 +135,18 @@ void KvBlockManager::Register(int32_t block_id, uint64_t hash, std::span<const i
             block_tokens_.begin() + static_cast<size_t>(block_id) * block_size_);
 }
 
+std::vector<uint64_t> KvBlockManager::PrefixHashes(size_t max_hashes) const {
+  std::vector<uint64_t> hashes;
+  for (const Block& block : blocks_) {
+    if (hashes.size() >= max_hashes) return hashes;
+    if (block.registered && block.ref_count > 0) hashes.push_back(block.hash);
+  }
+  for (int32_t id = lru_tail_; id != -1 && hashes.size() < max_hashes; id = blocks_[id].lru_prev) {
+    hashes.push_back(blocks_[id].hash);
+  }
+  return hashes;
+}
+
 void KvBlockManager::LruPushBack(int32_t block_id) {
   Block& block = blocks_[block_id];
   block.lru_prev = lru_tail_;

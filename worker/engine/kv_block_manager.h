@@ -86,6 +86,14 @@ class KvBlockManager {
   // REQUIRES: the block is used.
   void Register(int32_t block_id, uint64_t hash, std::span<const int32_t> token_ids);
 
+  // Most hashes PrefixHashes() reports by default (32 KiB).
+  static constexpr size_t kMaxReportedPrefixHashes = 4096;
+
+  // The prefix hashes of registered blocks, at most `max_hashes`: used blocks
+  // first (in id order), then cached ones, most recently released first (the
+  // last to be evicted). O(num_blocks); for load reports.
+  std::vector<uint64_t> PrefixHashes(size_t max_hashes = kMaxReportedPrefixHashes) const;
+
   int32_t ref_count(int32_t block_id) const { return blocks_[block_id].ref_count; }
   bool is_registered(int32_t block_id) const { return blocks_[block_id].registered; }
 

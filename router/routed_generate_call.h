@@ -1,0 +1,135 @@
+// One Generate call as the router serves it: admitted (or queued, or
+// refused) by admission control, sent to a backend the policy picks, retried
+// on another backend when the first one fails UNAVAILABLE before the first
+// response, and relayed back as a stream.
+//
+// Relaying: one response is in flight at a time (read one from the backend,
+// write it to the client, read the next), so a slow client slows the backend
+// stream instead of filling the router's memory.
+//
+// Deadlines: every attempt carries the client's deadline (gRPC sends the
+// time remaining). Cancellation: a client cancel (or an expired deadline)
+// cancels the backend call at once, or withdraws the call from the admission
+// queue, or stops a pending retry.
+//
+// Final status: the backend's own, with two exceptions. UNAVAILABLE before
+// any response, when no retry is left, names the backend ("backend
+// HOST:PORT: ..."); UNAVAILABLE after the first response is "replica lost
+// mid-stream (backend HOST:PORT): ..." and is never retried, since the
+// client has seen part of the output.
+//
+// Lifetime: the call deletes itself once the server side is done (OnDone),
+// every backend attempt is done and no timer is pending.
+//
+// Thread-safety: reactions of the server side, the backend attempts, the
+// retry timer and admission run on gRPC threads, possibly concurrently; the
+// state that decides the next step is guarded by mu_.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "grpcpp/alarm.h"
+#include "grpcpp/grpcpp.h"
+#include "router/admission_controller.h"
+#include "router/backend.h"
+#include "router/request_router.h"
+#include "strata/v1/inference.grpc.pb.h"
+
+namespace strata::router {
+
+class RoutedGenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>,
+                                 private AdmissionController::Waiter {
+ public:
+  // The message of the UNAVAILABLE status for a stream cut after its first response.
+  static constexpr char kLostMidStream[] = "replica lost mid-stream";
+
+  // Creates and starts the call (admission, then the first attempt); the
+  // result is the reactor to return to gRPC. `router` and `calls_in_flight`
+  // outlive the call; `calls_in_flight` counts it until its server side is done.
+  static RoutedGenerateCall* Start(grpc::CallbackServerContext* server_context,
+                                   const v1::GenerateRequest& request, std::string request_id,
+                                   std::string session_key, RequestRouter& router,
+                                   std::atomic<int32_t>* calls_in_flight);
+
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  class Attempt final : public grpc::ClientReadReactor<v1::GenerateResponse> {
+   public:
+    Attempt(RoutedGenerateCall& call, std::shared_ptr<Backend> backend)
+        : call_(call), backend_(std::move(backend)) {}
+    void OnReadDone(bool ok) override { call_.OnAttemptRead(*this, ok); }
+    void OnDone(const grpc::Status& status) override { call_.OnAttemptDone(*this, status); }
+
+    RoutedGenerateCall& call_;
+    const std::shared_ptr<Backend> backend_;
+    bool probe_ = false;  // the half-open probe of an ejected backend
+    grpc::ClientContext context_;
+    v1::GenerateResponse response_;
+  };
+
+  RoutedGenerateCall(grpc::CallbackServerContext* server_context,
+                     const v1::GenerateRequest& request, std::string request_id,
+                     std::string session_key, RequestRouter& router,
+                     std::atomic<int32_t>* calls_in_flight);
+
+  void Admitted() override;
+  // Picks a backend and starts an attempt, or waits for one, or fails.
+  void Route();
+  void OnAttemptRead(Attempt& attempt, bool ok);
+  void OnAttemptDone(Attempt& attempt, const grpc::Status& status);
+  void OnTimer(bool fired);
+  // REQUIRES: mu_ held. Arms the timer to call Route() after `delay`.
+  void ArmTimerLocked(std::chrono::milliseconds delay);
+  // Records the final status; the client call is finished once no write is in flight.
+  void SetFinalStatus(grpc::Status status);
+  void MaybeFinish();
+  // Releases `lock` and deletes the call when nothing refers to it any more.
+  void MaybeDelete(std::unique_lock<std::mutex>& lock);
+  // Whether the client's deadline leaves room for another attempt.
+  bool DeadlineLeft() const;
+
+  grpc::CallbackServerContext* const server_context_;
+  RequestRouter& router_;
+  std::atomic<int32_t>* const calls_in_flight_;
+  // Owned by gRPC; valid until the server side's OnDone, which comes after
+  // every attempt has been started (attempts serialize it when they start).
+  const v1::GenerateRequest& request_;
+  const std::string request_id_;
+  const RouteRequest route_;
+  const Clock::time_point start_time_ = Clock::now();
+
+  std::mutex mu_;
+  enum class Stage { kAdmission, kRouting, kDone } stage_ = Stage::kAdmission;  // guarded by mu_
+  bool holds_slot_ = false;         // guarded by mu_; an admission slot to Release
+  bool cancelled_ = false;          // guarded by mu_; by the client or its deadline
+  int32_t timers_outstanding_ = 0;  // guarded by mu_; armed, callback not yet finished
+  // One alarm per wait (a retry backoff, a poll for an available backend),
+  // kept until deletion: an alarm is never re-armed from its own callback.
+  std::vector<std::unique_ptr<grpc::Alarm>> timers_;  // guarded by mu_
+  bool first_response_seen_ = false;                  // guarded by mu_
+  bool write_in_flight_ = false;                      // guarded by mu_
+  bool finish_called_ = false;                        // guarded by mu_
+  bool server_done_ = false;                          // guarded by mu_
+  int32_t attempts_outstanding_ = 0;                  // guarded by mu_; started, OnDone not yet run
+  Attempt* current_ = nullptr;                        // guarded by mu_; the attempt being relayed
+  std::vector<std::unique_ptr<Attempt>> attempts_;    // guarded by mu_; all, until deletion
+  std::vector<std::string> tried_;                    // guarded by mu_; backend addresses
+  std::optional<Clock::time_point> wait_for_backend_until_;  // guarded by mu_
+  std::optional<Clock::time_point> first_call_time_;         // guarded by mu_
+  std::optional<grpc::Status> final_status_;                 // guarded by mu_
+  double backend_seconds_ = 0.0;  // guarded by mu_; the worker's own time, as reported
+};
+
+}  // namespace strata::router
