@@ -1,12 +1,19 @@
 # The two set-up commands of the README:
 #   make run   installs dependencies, builds Release, starts a local cluster on
-#              the bundled model, streams a sample story, serves until Ctrl-C.
+#              the bundled model (`strata cluster up`: a router and REPLICAS
+#              replicas of TP x PP worker ranks), streams a sample story,
+#              serves until Ctrl-C. `make run TP=1 PP=1` runs one process per
+#              replica; PORT=50051 pins the router's port (default: any free).
 #   make test  installs dependencies, builds, runs every test through ctest.
 # Other targets: build, deps, bench, format, clean.
 
 BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 MODEL ?= models/stories260k
+TP ?= 2
+PP ?= 2
+REPLICAS ?= 1
+PORT ?=
 CTEST_ARGS ?=
 JOBS ?= $(shell nproc)
 
@@ -34,7 +41,8 @@ test: build
 
 run: configure
 	ninja -C $(BUILD_DIR) -j $(JOBS) strata-worker strata-router strata
-	scripts/run-local.sh --build-dir $(BUILD_DIR) --model $(MODEL)
+	$(BUILD_DIR)/cli/strata cluster up --model $(MODEL) --tp $(TP) --pp $(PP) \
+	  --replicas $(REPLICAS) $(if $(PORT),--router-port $(PORT)) --sample-prompt "Once upon a time"
 
 bench: configure
 	ninja -C $(BUILD_DIR) -j $(JOBS) strata-model-bench strata-stream-bench strata-bench strata-engine-bench

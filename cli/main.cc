@@ -3,6 +3,9 @@
 //   strata tokenize (--server HOST:PORT | --tokenizer FILE_OR_DIR) ["text"] [--json | --jsonl]
 //   strata detokenize --server HOST:PORT 1,2,3
 //   strata info --server HOST:PORT [--json]
+//   strata cluster up --model DIR [--replicas R] [--tp T] [--pp P] [--detach --state-dir DIR]
+//   strata cluster status --state-dir DIR [--json]
+//   strata cluster down --state-dir DIR
 #include <cstdio>
 
 #include "CLI/CLI.hpp"
@@ -41,13 +44,14 @@ std::string JsonLine(const nlohmann::json& value) {
 }  // namespace strata::cli
 
 int main(int argc, char** argv) {
-  CLI::App app{"strata: generate text, tokenize and inspect Strata servers."};
+  CLI::App app{"strata: generate text, tokenize, inspect Strata servers, run a local cluster."};
   app.require_subcommand(1);
   int exit_code = 0;
   strata::cli::AddGenerateCommand(app, &exit_code);
   strata::cli::AddTokenizeCommand(app, &exit_code);
   strata::cli::AddDetokenizeCommand(app, &exit_code);
   strata::cli::AddInfoCommand(app, &exit_code);
+  strata::cli::AddClusterCommand(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& help) {
