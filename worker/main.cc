@@ -45,6 +45,7 @@
 #include "worker/distributed/replica.h"
 #include "worker/engine/engine_factory.h"
 #include "worker/service/inference_service.h"
+#include "worker/service/replica_service.h"
 #include "worker/service/worker_metrics.h"
 
 namespace {
@@ -225,18 +226,26 @@ int main(int argc, char** argv) {
     }
     exposer->RegisterCollectable(metrics.registry());
     exposer->RegisterCollectable(metrics.engine_collector());
+    exposer->RegisterCollectable(metrics.rank_step_collector());
     bound_metrics_address =
         strata::BoundAddress(metrics_address, exposer->GetListeningPorts().at(0));
   }
 
   strata::service::InferenceService service(&metrics);
+  // Load reports for routers (strata.v1.Replica), on the leader.
+  strata::service::ReplicaService::Options replica_options;
+  replica_options.block_size = options.model.kv_block_size;
+  strata::service::ReplicaService replica_service(replica_options);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen_address, grpc::InsecureServerCredentials(), &port);
   // Followers answer health checks only; the leader is the replica's endpoint.
-  if (leader) builder.RegisterService(&service);
+  if (leader) {
+    builder.RegisterService(&service);
+    builder.RegisterService(&replica_service);
+  }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     ExitNow(Fail(absl::StrCat("--listen ", listen_address, ": cannot listen there")));
@@ -261,13 +270,25 @@ int main(int argc, char** argv) {
   const auto load_start = std::chrono::steady_clock::now();
   absl::StatusOr<std::unique_ptr<strata::engine::Engine>> loaded;
   std::unique_ptr<strata::distributed::ReplicaRank> follower;  // ranks > 0
+  const strata::model::Model* rank_model = nullptr;  // this rank's shard, for its metrics
   uint64_t shard_weight_bytes = 0;
   int32_t shard_kv_blocks = 0;
   uint64_t shard_kv_bytes_per_token = 0;
   std::atomic<bool> load_done = false;
   std::thread loader([&] {
     if (!sharded) {
-      loaded = strata::engine::CreateEngine(options);
+      absl::StatusOr<std::unique_ptr<strata::tokenizer::Tokenizer>> tokenizer =
+          strata::tokenizer::Tokenizer::Load(options.tokenizer_path.empty()
+                                                 ? options.model.model_dir
+                                                 : options.tokenizer_path);
+      absl::StatusOr<std::unique_ptr<strata::model::Model>> model =
+          tokenizer.ok() ? strata::engine::LoadModel(options) : tokenizer.status();
+      if (!model.ok()) {
+        loaded = model.status();
+      } else {
+        rank_model = model->get();  // owned by the engine from here on
+        loaded = strata::engine::CreateEngine(options, *std::move(model), *std::move(tokenizer));
+      }
     } else {
       strata::distributed::ReplicaOptions replica;
       replica.bootstrap = *bootstrap;
@@ -279,6 +300,7 @@ int main(int argc, char** argv) {
         loaded = started.status();
       } else {
         strata::distributed::ReplicaRank& shard = **started;
+        rank_model = &shard.shard_model();  // lives as long as the rank or the leader model
         shard_weight_bytes = shard.shard_model().weight_bytes();
         shard_kv_blocks = shard.shard_model().kv_num_blocks();
         shard_kv_bytes_per_token =
@@ -328,6 +350,7 @@ int main(int argc, char** argv) {
                                 {"pid", static_cast<int>(getpid())},
                                 {"rank", rank}};
 
+  metrics.SetRankModel(rank_model, rank);
   if (follower != nullptr) {
     metrics.SetRankMemory(rank, shard_weight_bytes,
                           shard_kv_bytes_per_token * options.model.kv_block_size * shard_kv_blocks);
@@ -370,6 +393,7 @@ int main(int argc, char** argv) {
   description.tensor_parallel_size = bootstrap->tp;
   description.pipeline_parallel_size = bootstrap->pp;
   service.AttachEngine(engine.get(), description);
+  replica_service.AttachEngine(engine.get());
   metrics.SetEngine(engine.get(), options.model.kv_block_size, bootstrap->world_size);
   if (sharded) {
     metrics.SetRankMemory(rank, shard_weight_bytes,
@@ -408,6 +432,7 @@ int main(int argc, char** argv) {
     while (service.GenerateCallsInFlight() > 0 && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
+    replica_service.Stop();
     server->Shutdown(std::chrono::system_clock::now());
     ExitNow(Fail("the replica lost a rank (see the error above); exiting so that it is restarted"));
   }
@@ -420,10 +445,12 @@ int main(int argc, char** argv) {
   while (service.GenerateCallsInFlight() > 0 && std::chrono::steady_clock::now() < drain_deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  replica_service.Stop();
   server->Shutdown(std::chrono::system_clock::now());
   // Calls are done; stop the engine before anything it calls back into goes.
   engine->Shutdown();
   metrics.SetEngine(nullptr);
+  metrics.SetRankModel(nullptr, rank);
   // A leader's model tells the followers to exit as it is destroyed.
   engine.reset();
   ExitNow(0);

@@ -84,7 +84,7 @@ struct Phase {
   std::string name;
   double wall_seconds = 0;
   int64_t tokens = 0;
-  std::vector<model::LlamaModel::Timings> ranks;
+  std::vector<model::ForwardTimings> ranks;
 };
 
 void PrintPhase(const Phase& phase, int tp, int pp) {
@@ -96,9 +96,8 @@ void PrintPhase(const Phase& phase, int tp, int pp) {
     double compute = 0, collective = 0, send = 0, idle = 0;
     uint64_t steps = 0;
     for (int t = 0; t < tp; ++t) {
-      const model::LlamaModel::Timings& r = phase.ranks[stage * tp + t];
-      const double comm = r.tp_collective_seconds + r.pp_receive_seconds + r.pp_send_seconds;
-      compute += r.forward_seconds - comm;
+      const model::ForwardTimings& r = phase.ranks[stage * tp + t];
+      compute += r.compute_seconds();
       collective += r.tp_collective_seconds;
       send += r.pp_send_seconds;
       idle += phase.wall_seconds - r.forward_seconds + r.pp_receive_seconds;

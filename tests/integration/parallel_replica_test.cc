@@ -163,7 +163,7 @@ TEST(ParallelReplicaTest, KillingAFollowerMidGenerationStopsTheWholeReplica) {
   request.mutable_stopping()->set_ignore_eos(true);
   std::optional<Generation> generation;
   std::thread client([&] { generation = Generate(leader.address, request); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   const auto killed_at = std::chrono::steady_clock::now();
   replica->ranks[3].process->Signal(SIGKILL);
 
@@ -179,8 +179,11 @@ TEST(ParallelReplicaTest, KillingAFollowerMidGenerationStopsTheWholeReplica) {
   ASSERT_TRUE(generation.has_value());
   EXPECT_EQ(generation->status.code(), absl::StatusCode::kUnavailable) << generation->status;
   EXPECT_GT(generation->responses, 0) << "the stream should have started before the kill";
-  // The ranks that shared a collective with rank 3 name it.
-  EXPECT_THAT(replica->ranks[2].process->Stderr(), HasSubstr("rank 3"));
+  // A rank that shared a collective with rank 3 names it (which one sees it
+  // first depends on where each was in the step).
+  std::string survivors;
+  for (int rank = 0; rank < 3; ++rank) survivors += replica->ranks[rank].process->Stderr();
+  EXPECT_THAT(survivors, HasSubstr("rank 3 lost"));
   const std::vector<HealthCheckResponse::ServingStatus> statuses = watch.statuses();
   ASSERT_FALSE(statuses.empty());
   EXPECT_EQ(statuses.front(), HealthCheckResponse::SERVING);

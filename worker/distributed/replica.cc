@@ -242,6 +242,7 @@ class LeaderModel final : public model::Model {
   uint64_t decode_read_bytes() const override { return rank_->model_->decode_read_bytes(); }
   DType weight_dtype() const override { return rank_->model_->weight_dtype(); }
   int32_t max_batches_in_flight() const override { return rank_->parallel_.pp(); }
+  model::ForwardTimings timings() const override { return rank_->model_->timings(); }
 
   absl::Status Forward(const model::ForwardBatch& batch, std::vector<float>& logits) override {
     if (rank_->parallel_.pp() > 1) {

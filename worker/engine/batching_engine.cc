@@ -193,8 +193,10 @@ void BatchingEngine::CancelAll(std::vector<Delivery>& deliveries) {
 void BatchingEngine::LaunchStep(const std::vector<ScheduledChunk>& chunks) {
   model::ForwardBatch batch;
   batch.sequences.reserve(chunks.size());
+  const auto now = std::chrono::steady_clock::now();
   for (const ScheduledChunk& chunk : chunks) {
     Sequence& sequence = *chunk.sequence;
+    if (!sequence.first_scheduled.has_value()) sequence.first_scheduled = now;
     model::BatchSequence entry;
     entry.first_token = batch.num_tokens();
     entry.num_tokens = chunk.num_tokens;
@@ -261,9 +263,16 @@ void BatchingEngine::CompleteStep(std::vector<Delivery>& deliveries) {
     if (sequence.finished()) {
       Retire(&sequence, std::move(output), deliveries);
     } else {
+      ReportFirstScheduled(sequence, output);
       deliveries.push_back({sequence.on_output(), std::move(output)});
     }
   }
+}
+
+void BatchingEngine::ReportFirstScheduled(Sequence& sequence, GenerationOutput& output) {
+  if (sequence.first_scheduled_reported) return;
+  sequence.first_scheduled_reported = true;
+  output.first_scheduled = sequence.first_scheduled;
 }
 
 void BatchingEngine::RetireDeferredCancels(std::vector<Delivery>& deliveries) {
@@ -287,6 +296,7 @@ void BatchingEngine::RetireDeferredCancels(std::vector<Delivery>& deliveries) {
 void BatchingEngine::Retire(Sequence* sequence, GenerationOutput output,
                             std::vector<Delivery>& deliveries) {
   STRATA_CHECK(sequence->finished(), "retiring an unfinished sequence");
+  ReportFirstScheduled(*sequence, output);
   scheduler_.Remove(sequence);
   deliveries.push_back({sequence->on_output(), std::move(output)});
   std::string request_id = sequence->request_id();
@@ -309,6 +319,13 @@ void BatchingEngine::Deliver(std::vector<Delivery>& deliveries) {
     stats_.kv_blocks_free = blocks.num_free();
     stats_.kv_blocks_used = blocks.num_used();
     stats_.kv_blocks_cached = blocks.num_cached();
+    // The held prefixes (for routers' load reports) cost a walk over every
+    // block: refreshed at most every 100 ms, not every step.
+    const auto now = std::chrono::steady_clock::now();
+    if (now - prefix_hashes_refreshed_ >= std::chrono::milliseconds(100)) {
+      stats_.prefix_block_hashes = blocks.PrefixHashes();
+      prefix_hashes_refreshed_ = now;
+    }
     stats_.preemptions = scheduler_.num_preemptions();
     stats_.prefix_cache_queries = scheduler_.prefix_cache_queries();
     stats_.prefix_cache_hits = scheduler_.prefix_cache_hits();

@@ -25,6 +25,7 @@
 // and Stats (not Shutdown, which joins the step thread).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -90,6 +91,8 @@ class BatchingEngine final : public Engine {
   // Collects the oldest step's logits and samples; finished sequences are
   // retired into `deliveries`.
   void CompleteStep(std::vector<Delivery>& deliveries);
+  // Puts when the sequence was first scheduled on its first output.
+  static void ReportFirstScheduled(Sequence& sequence, GenerationOutput& output);
   // Retires cancelled sequences that no running step holds.
   void RetireDeferredCancels(std::vector<Delivery>& deliveries);
   // Finishes every sequence as cancelled, oldest first (shutdown).
@@ -121,6 +124,7 @@ class BatchingEngine final : public Engine {
   std::deque<InFlightStep> in_flight_;             // launch order
   absl::flat_hash_set<std::string> deferred_cancels_;  // cancelled, not retired yet
   uint64_t steps_ = 0;
+  std::chrono::steady_clock::time_point prefix_hashes_refreshed_;
   uint64_t requests_finished_ = 0;
   uint64_t prompt_tokens_ = 0;
   uint64_t generated_tokens_ = 0;

@@ -80,7 +80,7 @@ absl::StatusOr<uint64_t> ParseByteSize(std::string_view text) {
   return static_cast<uint64_t>(bytes);
 }
 
-absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(const EngineOptions& options) {
+absl::StatusOr<std::unique_ptr<model::Model>> LoadModel(const EngineOptions& options) {
   model::LoadOptions load = options.model;
   if (options.kv_cache_memory_bytes > 0) {
     if (load.kv_num_blocks > 0) {
@@ -95,12 +95,16 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(const EngineOptions& option
     if (!blocks.ok()) return blocks.status();
     load.kv_num_blocks = *blocks;
   }
+  return model::Model::Load(load);
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(const EngineOptions& options) {
   const std::string& tokenizer_path =
-      options.tokenizer_path.empty() ? load.model_dir : options.tokenizer_path;
+      options.tokenizer_path.empty() ? options.model.model_dir : options.tokenizer_path;
   absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tokenizer =
       tokenizer::Tokenizer::Load(tokenizer_path);
   if (!tokenizer.ok()) return tokenizer.status();
-  absl::StatusOr<std::unique_ptr<model::Model>> model = model::Model::Load(load);
+  absl::StatusOr<std::unique_ptr<model::Model>> model = LoadModel(options);
   if (!model.ok()) return model.status();
   return CreateEngine(options, *std::move(model), *std::move(tokenizer));
 }

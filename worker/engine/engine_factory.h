@@ -48,6 +48,10 @@ absl::StatusOr<int32_t> KvBlocksForMemory(const model::ModelConfig& config, int3
 // "B" or alone, powers of 1024 with "iB"). INVALID_ARGUMENT quoting the text.
 absl::StatusOr<uint64_t> ParseByteSize(std::string_view text);
 
+// Loads the model CreateEngine(options) serves: Model::Load with
+// kv_num_blocks from kv_cache_memory_bytes when set.
+absl::StatusOr<std::unique_ptr<model::Model>> LoadModel(const EngineOptions& options);
+
 // Loads the tokenizer (Tokenizer::Load) and the model (Model::Load, with
 // kv_num_blocks from kv_cache_memory_bytes when set) and starts the engine.
 // Errors name the file or option and the problem.

@@ -75,6 +75,10 @@ struct GenerationOutput {
   FinishReason finish_reason = FinishReason::kNone;
   Usage usage;
   absl::Status error;
+  // On the request's first output only: when a step first included it (it
+  // left the engine's queue), for the replica_queue / prefill split. Unset
+  // when it never ran (refused, cancelled or expired while waiting).
+  std::optional<std::chrono::steady_clock::time_point> first_scheduled;
 };
 
 }  // namespace strata::engine

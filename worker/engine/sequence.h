@@ -81,6 +81,9 @@ class Sequence {
   // -1 before it.
   int32_t cached_prompt_tokens = -1;
   int32_t num_preemptions = 0;
+  // When a step first included it, and whether an output has reported that.
+  std::optional<std::chrono::steady_clock::time_point> first_scheduled;
+  bool first_scheduled_reported = false;
 
  private:
   void Finish(FinishReason reason, GenerationOutput& output);

@@ -465,8 +465,8 @@ absl::Status LlamaModel::ReserveStep(int32_t num_tokens, int32_t num_sequences,
   return absl::OkStatus();
 }
 
-LlamaModel::Timings LlamaModel::timings() const {
-  Timings t;
+ForwardTimings LlamaModel::timings() const {
+  ForwardTimings t;
   t.forward_seconds = forward_ns_.load() * 1e-9;
   t.tp_collective_seconds = tp_collective_ns_.load() * 1e-9;
   t.pp_receive_seconds = pp_receive_ns_.load() * 1e-9;
@@ -623,19 +623,52 @@ absl::Status LlamaModel::GatherLogits(int32_t rows, std::vector<float>& logits) 
   const int64_t vocab = config_.vocab_size;
   const int64_t local = shard_.tensor.vocab.size();
   const int64_t widest = parallel::BalancedSplit(vocab, shard_.tp, 0).size();
-  local_logits_host_.assign(static_cast<size_t>(rows) * widest, 0.0f);
-  for (int32_t r = 0; r < rows; ++r) {
-    be.CopyToHost(local_logits_host_.data() + r * widest, logits_->f32() + r * local,
-                  local * sizeof(float));
+  const size_t padded_floats = static_cast<size_t>(rows) * widest;
+  gathered_logits_host_.resize(padded_floats * shard_.tp);
+  if (be.name() == "cpu") {
+    // Host memory (Gloo): pad and gather in host vectors.
+    local_logits_host_.assign(padded_floats, 0.0f);
+    for (int32_t r = 0; r < rows; ++r) {
+      be.CopyToHost(local_logits_host_.data() + r * widest, logits_->f32() + r * local,
+                    local * sizeof(float));
+    }
+    STRATA_RETURN_IF_ERROR(be.Synchronize());
+    ScopedTimer timer(tp_collective_ns_);
+    STRATA_RETURN_IF_ERROR(links_.tensor_parallel->AllGather(
+        local_logits_host_.data(), padded_floats, gathered_logits_host_.data()));
+  } else {
+    // Device memory (NCCL takes device pointers): pad and gather in device
+    // scratch, then copy the gathered rows to the host once. One allocation
+    // holds [gathered: tp x padded | padded rows | a zero row]; the padding
+    // columns stay zero because Allocate zero-fills and only [0, local) of a
+    // padded row is written (Add of the zero row copies a logits row).
+    const size_t gathered_floats = gathered_logits_host_.size();
+    const bool pad = local != widest;
+    const size_t scratch_floats =
+        gathered_floats + (pad ? padded_floats + static_cast<size_t>(local) : 0);
+    STRATA_ASSIGN_OR_RETURN(auto scratch, be.Allocate(scratch_floats * sizeof(float)));
+    float* gathered = scratch->f32();
+    const float* local_logits = logits_->f32();
+    if (pad) {
+      float* padded = gathered + gathered_floats;
+      const float* zero_row = padded + padded_floats;
+      for (int32_t r = 0; r < rows; ++r) {
+        be.Add(logits_->f32() + r * local, zero_row, local, padded + r * widest);
+      }
+      local_logits = padded;
+    }
+    STRATA_RETURN_IF_ERROR(be.Synchronize());
+    {
+      ScopedTimer timer(tp_collective_ns_);
+      STRATA_RETURN_IF_ERROR(
+          links_.tensor_parallel->AllGather(local_logits, padded_floats, gathered));
+    }
+    be.CopyToHost(gathered_logits_host_.data(), gathered, gathered_floats * sizeof(float));
+    STRATA_RETURN_IF_ERROR(be.Synchronize());
   }
-  STRATA_RETURN_IF_ERROR(be.Synchronize());
-  ScopedTimer timer(tp_collective_ns_);
-  gathered_logits_host_.resize(local_logits_host_.size() * shard_.tp);
-  STRATA_RETURN_IF_ERROR(links_.tensor_parallel->AllGather(
-      local_logits_host_.data(), local_logits_host_.size(), gathered_logits_host_.data()));
   for (int t = 0; t < shard_.tp; ++t) {
     const parallel::IndexRange slice = parallel::BalancedSplit(vocab, shard_.tp, t);
-    const float* from = gathered_logits_host_.data() + static_cast<size_t>(t) * rows * widest;
+    const float* from = gathered_logits_host_.data() + static_cast<size_t>(t) * padded_floats;
     for (int32_t r = 0; r < rows; ++r) {
       std::copy_n(from + r * widest, slice.size(), logits.data() + r * vocab + slice.begin);
     }

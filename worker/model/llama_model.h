@@ -52,19 +52,8 @@ class LlamaModel final : public Model {
   backend::Backend& backend() { return *backend_; }
   const ModelShard& shard() const { return shard_; }
 
-  // Where Forward's time went, summed over calls (for benchmarks): the
-  // whole call, and within it the TP collectives (all-reduces, logits
-  // all-gather), receiving activations from the previous stage (mostly
-  // waiting for it) and sending them on. Compute is the rest. Safe to read
-  // from any thread.
-  struct Timings {
-    double forward_seconds = 0;
-    double tp_collective_seconds = 0;
-    double pp_receive_seconds = 0;
-    double pp_send_seconds = 0;
-    uint64_t steps = 0;
-  };
-  Timings timings() const;
+  ForwardTimings timings() const override;
+  // Starts the sums of timings() again (benchmarks measure phases).
   void ResetTimings();
 
  private:

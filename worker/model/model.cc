@@ -8,8 +8,60 @@
 #include "spdlog/spdlog.h"
 #include "worker/backend/cpu/cpu_backend.h"
 #include "worker/model/llama_model.h"
+#ifdef STRATA_HAVE_CUDA_BACKEND
+#include "worker/backend/cuda/cuda_backend.h"
+#endif
 
 namespace strata::model {
+namespace {
+
+// "cuda" when this build has the CUDA backend and the runtime sees a device,
+// else "cpu".
+std::string AutoDevice() {
+#ifdef STRATA_HAVE_CUDA_BACKEND
+  if (backend::CudaBackend::DeviceCount().ok()) return "cuda";
+#endif
+  return "cpu";
+}
+
+// The backend options.device names, and a line describing it for the log.
+absl::StatusOr<std::unique_ptr<backend::Backend>> CreateBackend(const LoadOptions& options,
+                                                                std::string& description) {
+  if (options.device == "auto") {
+    LoadOptions resolved = options;
+    resolved.device = AutoDevice();
+    return CreateBackend(resolved, description);
+  }
+  if (options.device == "cpu") {
+    backend::CpuBackendOptions backend_options;
+    backend_options.num_threads = options.num_threads;
+    backend_options.use_avx512 = options.use_avx512;
+    auto cpu = std::make_unique<backend::CpuBackend>(backend_options);
+    description = absl::StrCat("cpu backend, ", cpu->num_threads(), " threads, ",
+                               std::string(cpu->kernel_isa()), " kernels");
+    return cpu;
+  }
+  if (options.device == "cuda") {
+#ifdef STRATA_HAVE_CUDA_BACKEND
+    backend::CudaBackendOptions backend_options;
+    backend_options.device = options.cuda_device;
+    backend_options.step_graphs = options.cuda_graphs;
+    STRATA_ASSIGN_OR_RETURN(auto cuda, backend::CudaBackend::Create(backend_options));
+    description = absl::StrCat("cuda backend on device ", options.cuda_device, " (",
+                               cuda->device_description(), "), step graphs ",
+                               options.cuda_graphs ? "on" : "off");
+    return cuda;
+#else
+    return absl::UnavailableError(
+        "device 'cuda': this build has no CUDA backend (configure with nvcc present and "
+        "-DSTRATA_WITH_CUDA=ON)");
+#endif
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("device must be 'cpu', 'cuda' or 'auto', got '", options.device, "'"));
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const LoadOptions& options) {
   const auto start = std::chrono::steady_clock::now();
@@ -18,12 +70,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const LoadOptions& options) {
     return absl::InvalidArgumentError(
         absl::StrCat("num_threads must be >= 0, got ", options.num_threads));
   }
-  backend::CpuBackendOptions backend_options;
-  backend_options.num_threads = options.num_threads;
-  backend_options.use_avx512 = options.use_avx512;
-  auto cpu = std::make_unique<backend::CpuBackend>(backend_options);
-  const int threads = cpu->num_threads();
-  const std::string isa(cpu->kernel_isa());
+  std::string backend_description;
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<backend::Backend> backend,
+                          CreateBackend(options, backend_description));
   spdlog::info("loading {} from {}{} ({} layers, hidden {}, {} heads / {} KV heads, vocab {})",
                config.architecture, options.model_dir,
                options.random_weights ? " with random weights" : "", config.num_hidden_layers,
@@ -31,15 +80,15 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const LoadOptions& options) {
                config.vocab_size);
   // Every supported architecture is a Llama variant (ModelConfig refuses others).
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model,
-                          LlamaModel::Create(config, options, std::move(cpu)));
+                          LlamaModel::Create(config, options, std::move(backend)));
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::info(
       "model loaded in {:.2f} s: {:.1f}M parameters, {} weights ({}), KV cache {} blocks x {} "
-      "tokens; cpu backend, {} threads, {} kernels; resident memory {}",
+      "tokens; {}; resident memory {}",
       seconds, static_cast<double>(config.ParameterCount()) / 1e6,
       std::string(DTypeName(model->weight_dtype())), HumanBytes(model->weight_bytes()),
-      model->kv_num_blocks(), model->kv_block_size(), threads, isa,
+      model->kv_num_blocks(), model->kv_block_size(), backend_description,
       HumanBytes(ResidentMemoryBytes()));
   return model;
 }

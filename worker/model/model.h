@@ -31,6 +31,13 @@ struct LoadOptions {
   int32_t kv_block_size = 16;
   // 0: enough for max_position_embeddings * 4 tokens, capped at 8 GiB of cache.
   int32_t kv_num_blocks = 0;
+  // Which backend runs the forward pass: "cpu" (CpuBackend), "cuda"
+  // (CudaBackend on cuda_device; the build must include the CUDA backend), or
+  // "auto" (cuda when the build has it and a device is visible, else cpu).
+  std::string device = "cpu";
+  int32_t cuda_device = 0;
+  // CUDA: replay repeated steps (decode at a given batch size) as CUDA graphs.
+  bool cuda_graphs = true;
   int32_t num_threads = 0;  // CPU threads for kernels; 0: all cores
   // CPU backend: run the AVX-512 kernels when the CPU has them (false forces
   // the AVX2 ones, for comparison).
@@ -40,6 +47,23 @@ struct LoadOptions {
   // (kv_num_blocks) then count this shard's layers and KV heads only.
   std::optional<ModelShard> shard;
   ShardLinks links;
+};
+
+// Where a model's Forward time went, summed since load (or the last reset):
+// the whole calls, and within them the TP collectives (all-reduces, logits
+// all-gather; includes waiting for the slowest TP peer), receiving
+// activations from the previous pipeline stage (mostly waiting for it) and
+// sending them on. Compute is the rest.
+struct ForwardTimings {
+  double forward_seconds = 0;
+  double tp_collective_seconds = 0;
+  double pp_receive_seconds = 0;
+  double pp_send_seconds = 0;
+  uint64_t steps = 0;
+
+  double compute_seconds() const {
+    return forward_seconds - tp_collective_seconds - pp_receive_seconds - pp_send_seconds;
+  }
 };
 
 class Model {
@@ -67,6 +91,10 @@ class Model {
   // pipeline stage hands its activations to the next stage and leaves
   // `logits` empty.
   virtual absl::Status Forward(const ForwardBatch& batch, std::vector<float>& logits) = 0;
+
+  // This process's share of the work (its shard). Safe to call from any
+  // thread. Models that do not measure return zeros.
+  virtual ForwardTimings timings() const { return {}; }
 
   // Pipelining: a model that returns n > 1 here accepts up to n batches at
   // once over disjoint sequences: StartForward launches one, FinishForward

@@ -75,6 +75,7 @@ void GenerateReactor::OnEngineOutput(engine::GenerationOutput output) {
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (output.first_scheduled.has_value()) scheduled_time_ = *output.first_scheduled;
     if (!output.token_ids.empty()) {
       if (metrics_ != nullptr) {
         if (!last_token_time_) {
@@ -203,14 +204,16 @@ void GenerateReactor::ReleaseEngineSide() {
 }
 
 void GenerateReactor::RecordFinished(const grpc::Status& status) {
-  // Stage split: replica_queue until the engine accepted the call, prefill
-  // until the first token, decode until now. A call the engine refused (or
-  // that got no token) puts its time in the stages it reached.
+  // Stage split: replica_queue until a step first included the request (or,
+  // when it never ran, until the engine accepted the call), prefill until the
+  // first token, decode until now. A call the engine refused (or that got no
+  // token) puts its time in the stages it reached.
   const Clock::time_point end = Clock::now();
   WorkerRequestTimes times;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    const Clock::time_point accepted = accepted_time_.value_or(end);
+    const Clock::time_point accepted =
+        scheduled_time_.has_value() ? std::min(*scheduled_time_, end) : accepted_time_.value_or(end);
     const Clock::time_point first_token = first_token_time_.value_or(end);
     times.replica_queue = SecondsBetween(start_time_, accepted);
     times.prefill = SecondsBetween(accepted, std::max(accepted, first_token));

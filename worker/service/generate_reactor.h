@@ -81,6 +81,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   bool engine_done_ = false;  // the engine will not call back again
   bool engine_cancel_sent_ = false;
   std::optional<Clock::time_point> last_token_time_;
+  std::optional<Clock::time_point> scheduled_time_;  // first in an engine step
   // When the engine accepted the request (Submit returned) and when its first
   // token arrived; unset until then.
   std::optional<Clock::time_point> accepted_time_;

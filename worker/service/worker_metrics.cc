@@ -1,6 +1,8 @@
 #include "worker/service/worker_metrics.h"
 
+#include <algorithm>
 #include <string>
+#include <utility>
 
 #include "prometheus/metric_family.h"
 
@@ -88,6 +90,39 @@ std::vector<prometheus::MetricFamily> EngineStatsCollector::Collect() const {
   return families;
 }
 
+void RankStepCollector::SetModel(const model::Model* model, int32_t rank) {
+  std::lock_guard<std::mutex> lock(mu_);
+  model_ = model;
+  rank_ = rank;
+  since_ = std::chrono::steady_clock::now();
+}
+
+std::vector<prometheus::MetricFamily> RankStepCollector::Collect() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (model_ == nullptr) return {};
+  const model::ForwardTimings t = model_->timings();
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - since_).count();
+  const std::pair<const char*, double> phases[] = {
+      {metrics::kPhaseCompute, std::max(0.0, t.compute_seconds())},
+      {metrics::kPhaseTpCollective, t.tp_collective_seconds},
+      {metrics::kPhasePpTransfer, t.pp_send_seconds},
+      // Receiving activations is waiting for the previous stage.
+      {metrics::kPhaseIdle, std::max(0.0, wall - t.forward_seconds + t.pp_receive_seconds)},
+  };
+  prometheus::MetricFamily family;
+  family.name = metrics::kRankStepSeconds;
+  family.help = std::string(Spec(metrics::kRankStepSeconds).help);
+  family.type = prometheus::MetricType::Counter;
+  for (const auto& [phase, seconds] : phases) {
+    prometheus::ClientMetric metric;
+    metric.label = {{"rank", std::to_string(rank_)}, {"phase", phase}};
+    metric.counter.value = seconds;
+    family.metric.push_back(std::move(metric));
+  }
+  return {std::move(family)};
+}
+
 WorkerMetrics::WorkerMetrics()
     : registry_(std::make_shared<prometheus::Registry>()),
       requests_total_(Register(prometheus::BuildCounter(), metrics::kRequestsTotal, *registry_)),
@@ -116,7 +151,8 @@ WorkerMetrics::WorkerMetrics()
       rank_weight_bytes_(Register(prometheus::BuildGauge(), metrics::kRankWeightBytes, *registry_)),
       rank_kv_cache_bytes_(
           Register(prometheus::BuildGauge(), metrics::kRankKvCacheBytes, *registry_)),
-      engine_collector_(std::make_shared<EngineStatsCollector>()) {
+      engine_collector_(std::make_shared<EngineStatsCollector>()),
+      rank_step_collector_(std::make_shared<RankStepCollector>()) {
   // Pre-create the common codes so dashboards see zeros before the first request.
   for (const char* code : {"OK", "CANCELLED", "INVALID_ARGUMENT", "OUT_OF_RANGE"}) {
     requests_total_.Add({{"code", code}});

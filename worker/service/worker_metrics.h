@@ -15,6 +15,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -30,6 +31,7 @@
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "worker/engine/engine.h"
+#include "worker/model/model.h"
 
 namespace strata::service {
 
@@ -48,6 +50,24 @@ class EngineStatsCollector final : public prometheus::Collectable {
   std::atomic<int32_t> ranks_{1};
 };
 
+// Reports strata_rank_step_seconds_total{rank, phase} for this process's
+// rank, from its model's ForwardTimings at each scrape: compute,
+// tp_collective, pp_transfer (handing activations to the next stage) and idle
+// (the rest of the time since SetModel: waiting for work, for a plan or for
+// the previous stage's activations). The phases add up to the wall time.
+class RankStepCollector final : public prometheus::Collectable {
+ public:
+  // REQUIRES: `model` outlives every later Collect(), or is nullptr.
+  void SetModel(const model::Model* model, int32_t rank);
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  mutable std::mutex mu_;
+  const model::Model* model_ = nullptr;  // guarded by mu_
+  int32_t rank_ = 0;
+  std::chrono::steady_clock::time_point since_;
+};
+
 // Durations of one finished Generate call on the worker, in seconds. The
 // three stages add up to the whole.
 struct WorkerRequestTimes {
@@ -64,11 +84,19 @@ class WorkerMetrics {
   // What an Exposer registers: the request metrics and the engine gauges.
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
   std::shared_ptr<prometheus::Collectable> engine_collector() const { return engine_collector_; }
+  std::shared_ptr<prometheus::Collectable> rank_step_collector() const {
+    return rank_step_collector_;
+  }
 
   // Makes the engine families report `engine`'s stats.
   // REQUIRES: `engine` outlives every scrape (unregister the exposer first), or nullptr.
   void SetEngine(const engine::Engine* engine, int32_t kv_block_size = 0, int32_t ranks = 1) {
     engine_collector_->SetEngine(engine, kv_block_size, ranks);
+  }
+  // Makes the rank step families report `model`'s timings as rank `rank`.
+  // REQUIRES: `model` outlives every scrape, or nullptr.
+  void SetRankModel(const model::Model* model, int32_t rank) {
+    rank_step_collector_->SetModel(model, rank);
   }
   // What rank `rank` holds in memory.
   void SetRankMemory(int32_t rank, uint64_t weight_bytes, uint64_t kv_cache_bytes);
@@ -99,6 +127,7 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Gauge>& rank_weight_bytes_;
   prometheus::Family<prometheus::Gauge>& rank_kv_cache_bytes_;
   std::shared_ptr<EngineStatsCollector> engine_collector_;
+  std::shared_ptr<RankStepCollector> rank_step_collector_;
 };
 
 }  // namespace strata::service
