@@ -149,6 +149,16 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--weight-dtype", weight_dtype_name,
                  "Keep weights as F32, F16 or BF16 (default: as stored; BF16 for random weights)");
+  options.model.device = "auto";
+  app.add_option("--device", options.model.device,
+                 "cpu, cuda, or auto (cuda when this build has it and a GPU is visible)")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
+      ->capture_default_str();
+  app.add_option("--cuda-device", options.model.cuda_device, "CUDA device ordinal")
+      ->capture_default_str();
+  app.add_flag_function(
+      "--no-cuda-graphs", [&](int64_t) { options.model.cuda_graphs = false; },
+      "Launch CUDA ops one by one instead of replaying decode steps as CUDA graphs");
   app.add_option("--threads", options.model.num_threads, "CPU threads for kernels (0: all cores)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
@@ -214,6 +224,15 @@ int main(int argc, char** argv) {
   const bool sharded = bootstrap->world_size > 1;
   const int rank = bootstrap->rank;
   const bool leader = rank == 0;
+  if (sharded) {
+    // The ranks of a replica talk over Gloo, which moves host memory: a
+    // sharded replica runs on the CPU backend until NCCL is wired in here.
+    if (options.model.device == "cuda") {
+      return Fail("--device cuda with tp * pp > 1: sharded replicas run on the CPU backend (Gloo) "
+                  "in this version; use --device cpu, or tp = pp = 1 on a GPU");
+    }
+    options.model.device = "cpu";
+  }
 
   strata::service::WorkerMetrics metrics;
   std::unique_ptr<prometheus::Exposer> exposer;

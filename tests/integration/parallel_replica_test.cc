@@ -63,6 +63,21 @@ TEST(ParallelReplicaTest, GreedyOutputsMatchTheReferenceForEveryTpAndPp) {
         EXPECT_THAT(generations[i].ids, ElementsAreArray(ExpectedIds(references[i])));
         EXPECT_EQ(generations[i].text, references[i].completion_text);
       }
+      // Every rank exports its own step time split and the bytes it holds.
+      for (int rank = 0; rank < tp * pp; ++rank) {
+        absl::StatusOr<std::string> exposition =
+            HttpGet(replica->ranks[rank].metrics_address, "/metrics");
+        ASSERT_TRUE(exposition.ok()) << exposition.status();
+        const std::string labels = absl::StrCat("{phase=\"compute\",rank=\"", rank, "\"}");
+        const std::optional<double> compute =
+            MetricValue(*exposition, "strata_rank_step_seconds_total" + labels);
+        ASSERT_TRUE(compute.has_value()) << "rank " << rank << ":\n" << *exposition;
+        EXPECT_GT(*compute, 0.0) << "rank " << rank;
+        const std::optional<double> weights = MetricValue(
+            *exposition, absl::StrCat("strata_rank_weight_bytes{rank=\"", rank, "\"}"));
+        ASSERT_TRUE(weights.has_value()) << "rank " << rank;
+        EXPECT_GT(*weights, 0.0);
+      }
       // A clean stop: the leader tells its followers, and every rank exits 0.
       replica->ranks[0].process->Signal(SIGTERM);
       for (ServerProcess& rank : replica->ranks) {

@@ -281,10 +281,8 @@ class LeaderModel final : public model::Model {
     std::unique_lock<std::mutex> lock(state_mu_);
     changed_.wait(lock, [this] { return !results_.empty() || !broken_.ok(); });
     if (results_.empty()) return broken_;
-    absl::StatusOr<std::vector<float>> result = std::move(results_.front());
+    logits.swap(results_.front());
     results_.pop_front();
-    if (!result.ok()) return result.status();
-    logits = *std::move(result);
     return absl::OkStatus();
   }
 
@@ -370,7 +368,7 @@ class LeaderModel final : public model::Model {
   absl::Status broken_;
   bool stopping_ = false;
   std::deque<int32_t> expected_rows_;                       // batches whose logits are due
-  std::deque<absl::StatusOr<std::vector<float>>> results_;  // their logits, in order
+  std::deque<std::vector<float>> results_;  // their logits, in order (failures break the replica)
 
   std::thread heartbeat_;
   std::thread receiver_;

@@ -116,7 +116,7 @@ std::vector<prometheus::MetricFamily> RankStepCollector::Collect() const {
   family.type = prometheus::MetricType::Counter;
   for (const auto& [phase, seconds] : phases) {
     prometheus::ClientMetric metric;
-    metric.label = {{"rank", std::to_string(rank_)}, {"phase", phase}};
+    metric.label = {{"phase", phase}, {"rank", std::to_string(rank_)}};  // sorted, as families are
     metric.counter.value = seconds;
     family.metric.push_back(std::move(metric));
   }
