@@ -53,8 +53,8 @@ absl::StatusOr<std::unique_ptr<backend::Backend>> CreateBackend(const LoadOption
     return cuda;
 #else
     return absl::UnavailableError(
-        "device 'cuda': this build has no CUDA backend (configure with nvcc present and "
-        "-DSTRATA_WITH_CUDA=ON)");
+        "device 'cuda': the worker does not include the CUDA backend in this version (loading "
+        "cuBLAS breaks its metrics server); use --device cpu");
 #endif
   }
   return absl::InvalidArgumentError(
