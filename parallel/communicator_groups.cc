@@ -44,7 +44,8 @@ std::vector<GroupSpec> CommunicatorGroups::AllGroups(const ParallelConfig& confi
     }
   }
   if (config.pp() > 1) {
-    groups.push_back(GroupSpec{"logits", {ParallelConfig::kLeaderRank, config.RankOf(config.pp() - 1, 0)}});
+    groups.push_back(
+        GroupSpec{"logits", {ParallelConfig::kLeaderRank, config.RankOf(config.pp() - 1, 0)}});
   }
   return groups;
 }

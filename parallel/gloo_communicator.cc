@@ -284,12 +284,10 @@ absl::StatusOr<std::unique_ptr<GlooCommunicatorFactory>> GlooCommunicatorFactory
     return std::unique_ptr<GlooCommunicatorFactory>(
         new GlooCommunicatorFactory(store, world_rank, std::move(options), std::move(device)));
   } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("rank ", world_rank,
-                                               ": cannot create a Gloo TCP device on \"",
-                                               options.interface_name.empty()
-                                                   ? options.hostname
-                                                   : "interface " + options.interface_name,
-                                               "\": ", e.what()));
+    return absl::UnavailableError(absl::StrCat(
+        "rank ", world_rank, ": cannot create a Gloo TCP device on \"",
+        options.interface_name.empty() ? options.hostname : "interface " + options.interface_name,
+        "\": ", e.what()));
   }
 }
 

@@ -38,10 +38,10 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "nlohmann/json.hpp"
-#include "prometheus/exposer.h"
-#include "spdlog/spdlog.h"
 #include "parallel/bootstrap.h"
 #include "parallel/bootstrap_flags.h"
+#include "prometheus/exposer.h"
+#include "spdlog/spdlog.h"
 #include "worker/distributed/replica.h"
 #include "worker/engine/engine_factory.h"
 #include "worker/service/inference_service.h"
@@ -99,7 +99,7 @@ bool InstallTerminationHandlers() {
 }
 
 // Events other threads post through the same pipe (signal numbers are < 64).
-constexpr unsigned char kReplicaFailed = 200;    // a collective failed: the replica is lost
+constexpr unsigned char kReplicaFailed = 200;   // a collective failed: the replica is lost
 constexpr unsigned char kLeaderShutDown = 201;  // follower: the leader stopped the replica
 
 void PostEvent(unsigned char event) {
@@ -228,8 +228,9 @@ int main(int argc, char** argv) {
     // The ranks of a replica talk over Gloo, which moves host memory: a
     // sharded replica runs on the CPU backend until NCCL is wired in here.
     if (options.model.device == "cuda") {
-      return Fail("--device cuda with tp * pp > 1: sharded replicas run on the CPU backend (Gloo) "
-                  "in this version; use --device cpu, or tp = pp = 1 on a GPU");
+      return Fail(
+          "--device cuda with tp * pp > 1: sharded replicas run on the CPU backend (Gloo) "
+          "in this version; use --device cpu, or tp = pp = 1 on a GPU");
     }
     options.model.device = "cpu";
   }
@@ -279,9 +280,10 @@ int main(int argc, char** argv) {
     }
   };
   set_serving(false);
-  std::printf("%s: listening on %s metrics %s, loading %s%s\n", kProgram, bound_address.c_str(),
-              bound_metrics_address.c_str(), options.model.model_dir.c_str(),
-              sharded ? absl::StrCat(" as rank ", rank, " of ", bootstrap->world_size).c_str() : "");
+  std::printf(
+      "%s: listening on %s metrics %s, loading %s%s\n", kProgram, bound_address.c_str(),
+      bound_metrics_address.c_str(), options.model.model_dir.c_str(),
+      sharded ? absl::StrCat(" as rank ", rank, " of ", bootstrap->world_size).c_str() : "");
   std::fflush(stdout);
 
   // The model loads on its own thread so that a termination signal during a
@@ -289,7 +291,7 @@ int main(int argc, char** argv) {
   const auto load_start = std::chrono::steady_clock::now();
   absl::StatusOr<std::unique_ptr<strata::engine::Engine>> loaded;
   std::unique_ptr<strata::distributed::ReplicaRank> follower;  // ranks > 0
-  const strata::model::Model* rank_model = nullptr;  // this rank's shard, for its metrics
+  const strata::model::Model* rank_model = nullptr;            // this rank's shard, for its metrics
   uint64_t shard_weight_bytes = 0;
   int32_t shard_kv_blocks = 0;
   uint64_t shard_kv_bytes_per_token = 0;
@@ -297,9 +299,8 @@ int main(int argc, char** argv) {
   std::thread loader([&] {
     if (!sharded) {
       absl::StatusOr<std::unique_ptr<strata::tokenizer::Tokenizer>> tokenizer =
-          strata::tokenizer::Tokenizer::Load(options.tokenizer_path.empty()
-                                                 ? options.model.model_dir
-                                                 : options.tokenizer_path);
+          strata::tokenizer::Tokenizer::Load(
+              options.tokenizer_path.empty() ? options.model.model_dir : options.tokenizer_path);
       absl::StatusOr<std::unique_ptr<strata::model::Model>> model =
           tokenizer.ok() ? strata::engine::LoadModel(options) : tokenizer.status();
       if (!model.ok()) {

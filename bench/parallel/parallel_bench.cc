@@ -47,11 +47,11 @@ struct BenchOptions {
   bool random_weights = false;
   int tp = 2;
   int pp = 2;
-  int batch = 8;           // decode sequences
-  int context = 32;        // prompt tokens each sequence starts with
-  int decode_steps = 32;   // decode tokens per sequence
-  int prefill_tokens = 64; // per sequence in the prefill measurement
-  int threads = 1;         // kernel threads per rank
+  int batch = 8;            // decode sequences
+  int context = 32;         // prompt tokens each sequence starts with
+  int decode_steps = 32;    // decode tokens per sequence
+  int prefill_tokens = 64;  // per sequence in the prefill measurement
+  int threads = 1;          // kernel threads per rank
   int block_size = 16;
 };
 
@@ -61,8 +61,8 @@ struct BenchSequence {
   int32_t length = 0;
 };
 
-model::ForwardBatch MakeBatch(std::vector<BenchSequence*> sequences, int tokens_each,
-                              int vocab, std::mt19937& rng) {
+model::ForwardBatch MakeBatch(std::vector<BenchSequence*> sequences, int tokens_each, int vocab,
+                              std::mt19937& rng) {
   model::ForwardBatch batch;
   for (BenchSequence* s : sequences) {
     model::BatchSequence entry;
@@ -88,9 +88,8 @@ struct Phase {
 };
 
 void PrintPhase(const Phase& phase, int tp, int pp) {
-  std::printf("\n%s: %.3f s, %lld tokens, %.1f tokens/s\n", phase.name.c_str(),
-              phase.wall_seconds, static_cast<long long>(phase.tokens),
-              phase.tokens / phase.wall_seconds);
+  std::printf("\n%s: %.3f s, %lld tokens, %.1f tokens/s\n", phase.name.c_str(), phase.wall_seconds,
+              static_cast<long long>(phase.tokens), phase.tokens / phase.wall_seconds);
   std::printf("  stage | compute | TP coll. | PP send | idle (PP wait + plan wait) | steps\n");
   for (int stage = 0; stage < pp; ++stage) {
     double compute = 0, collective = 0, send = 0, idle = 0;
@@ -180,11 +179,12 @@ int Run(const BenchOptions& options) {
     shards[rank] = dynamic_cast<model::LlamaModel*>(&ranks[rank]->shard_model());
   }
   const model::ModelConfig config = ranks[0]->shard_model().config();
-  std::printf("%s: %s, %.0fM parameters, tp %d x pp %d over Gloo on 127.0.0.1, %d kernel "
-              "thread(s) per rank, %u cores\n",
-              options.random_weights ? "random weights" : "model", options.model_dir.c_str(),
-              static_cast<double>(config.ParameterCount()) / 1e6, options.tp, options.pp,
-              options.threads, std::thread::hardware_concurrency());
+  std::printf(
+      "%s: %s, %.0fM parameters, tp %d x pp %d over Gloo on 127.0.0.1, %d kernel "
+      "thread(s) per rank, %u cores\n",
+      options.random_weights ? "random weights" : "model", options.model_dir.c_str(),
+      static_cast<double>(config.ParameterCount()) / 1e6, options.tp, options.pp, options.threads,
+      std::thread::hardware_concurrency());
 
   std::vector<std::thread> followers;
   for (int rank = 1; rank < world; ++rank) {
@@ -197,8 +197,8 @@ int Run(const BenchOptions& options) {
       ranks[rank].reset();  // disconnects from the leader's store
     });
   }
-  std::unique_ptr<model::Model> leader = distributed::ReplicaRank::MakeLeaderModel(
-      std::move(ranks[0]), [](const absl::Status& s) {
+  std::unique_ptr<model::Model> leader =
+      distributed::ReplicaRank::MakeLeaderModel(std::move(ranks[0]), [](const absl::Status& s) {
         std::fprintf(stderr, "replica failed: %s\n", std::string(s.message()).c_str());
       });
 
@@ -222,7 +222,8 @@ int Run(const BenchOptions& options) {
   std::vector<BenchSequence*> decode_batch;
   for (int s = 0; s < options.batch; ++s) decode_batch.push_back(&sequences[s]);
   for (BenchSequence* s : decode_batch) {
-    if (absl::Status st = leader->Forward(MakeBatch({s}, options.context, config.vocab_size, rng), logits);
+    if (absl::Status st =
+            leader->Forward(MakeBatch({s}, options.context, config.vocab_size, rng), logits);
         !st.ok()) {
       std::fprintf(stderr, "prompt: %s\n", std::string(st.message()).c_str());
       return 1;
@@ -273,17 +274,18 @@ int Run(const BenchOptions& options) {
                  {decode_batch}, 1, half, 1),
              options.tp, pp);
   if (pp > 1) {
-    PrintPhase(run(absl::StrCat("decode, batch ", options.batch, " as ", pp,
-                                " micro-batches in flight"),
-                   split(decode_batch, pp), 1, options.decode_steps - half, pp),
-               options.tp, pp);
+    PrintPhase(
+        run(absl::StrCat("decode, batch ", options.batch, " as ", pp, " micro-batches in flight"),
+            split(decode_batch, pp), 1, options.decode_steps - half, pp),
+        options.tp, pp);
   }
   std::vector<BenchSequence*> prefill_batch;
   for (int s = options.batch; s < 2 * options.batch; ++s) prefill_batch.push_back(&sequences[s]);
   const int chunk = options.prefill_tokens / 2;
-  PrintPhase(run(absl::StrCat("prefill, ", options.batch, " x ", chunk, " tokens, 1 batch in flight"),
-                 {prefill_batch}, chunk, 1, 1),
-             options.tp, pp);
+  PrintPhase(
+      run(absl::StrCat("prefill, ", options.batch, " x ", chunk, " tokens, 1 batch in flight"),
+          {prefill_batch}, chunk, 1, 1),
+      options.tp, pp);
   if (pp > 1) {
     PrintPhase(run(absl::StrCat("prefill, ", options.batch, " x ", chunk, " tokens as ", pp,
                                 " micro-batches in flight"),

@@ -23,10 +23,10 @@
 namespace strata::testing {
 namespace {
 
+using grpc::health::v1::HealthCheckResponse;
 using ::testing::AnyOf;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
-using grpc::health::v1::HealthCheckResponse;
 
 TEST(ParallelReplicaTest, GreedyOutputsMatchTheReferenceForEveryTpAndPp) {
   const std::vector<ReferenceCase> references = LoadReference();
@@ -37,8 +37,7 @@ TEST(ParallelReplicaTest, GreedyOutputsMatchTheReferenceForEveryTpAndPp) {
       absl::StatusOr<ReplicaProcesses> replica =
           LaunchReplica(STRATA_MODEL_DIR, tp, pp, {}, logs.path());
       ASSERT_TRUE(replica.ok()) << replica.status();
-      ASSERT_TRUE(WaitUntilServing(replica->ranks[0]).ok())
-          << replica->ranks[0].process->Stderr();
+      ASSERT_TRUE(WaitUntilServing(replica->ranks[0]).ok()) << replica->ranks[0].process->Stderr();
       absl::StatusOr<v1::ModelInfo> info =
           cli::InferenceClient(replica->ranks[0].address).GetModelInfo();
       ASSERT_TRUE(info.ok()) << info.status();
@@ -73,8 +72,8 @@ TEST(ParallelReplicaTest, GreedyOutputsMatchTheReferenceForEveryTpAndPp) {
             MetricValue(*exposition, "strata_rank_step_seconds_total" + labels);
         ASSERT_TRUE(compute.has_value()) << "rank " << rank << ":\n" << *exposition;
         EXPECT_GT(*compute, 0.0) << "rank " << rank;
-        const std::optional<double> weights = MetricValue(
-            *exposition, absl::StrCat("strata_rank_weight_bytes{rank=\"", rank, "\"}"));
+        const std::optional<double> weights =
+            MetricValue(*exposition, absl::StrCat("strata_rank_weight_bytes{rank=\"", rank, "\"}"));
         ASSERT_TRUE(weights.has_value()) << "rank " << rank;
         EXPECT_GT(*weights, 0.0);
       }
@@ -97,15 +96,33 @@ TEST(ParallelReplicaTest, RanksFindEachOtherFromALeaderWorkerSetEnvironment) {
   for (int pod = 0; pod < 2; ++pod) {
     for (int local = 0; local < 2; ++local) {
       const std::string name = absl::StrCat("pod", pod, "-local", local);
-      absl::StatusOr<std::unique_ptr<ChildProcess>> process = ChildProcess::Start(
-          {{"/usr/bin/env", "LWS_LEADER_ADDRESS=127.0.0.1", "LWS_GROUP_SIZE=2",
-            absl::StrCat("LWS_WORKER_INDEX=", pod), WorkerBinary(), "--model", STRATA_MODEL_DIR,
-            "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--threads", "1",
-            "--tp", "2", "--pp", "2", "--ranks-per-pod", "2", "--local-rank",
-            absl::StrCat(local), "--leader-port", absl::StrCat(store_port)},
-           logs.path(),
-           name,
-           std::nullopt});
+      absl::StatusOr<std::unique_ptr<ChildProcess>> process =
+          ChildProcess::Start({{"/usr/bin/env",
+                                "LWS_LEADER_ADDRESS=127.0.0.1",
+                                "LWS_GROUP_SIZE=2",
+                                absl::StrCat("LWS_WORKER_INDEX=", pod),
+                                WorkerBinary(),
+                                "--model",
+                                STRATA_MODEL_DIR,
+                                "--listen",
+                                "127.0.0.1:0",
+                                "--metrics-listen",
+                                "127.0.0.1:0",
+                                "--threads",
+                                "1",
+                                "--tp",
+                                "2",
+                                "--pp",
+                                "2",
+                                "--ranks-per-pod",
+                                "2",
+                                "--local-rank",
+                                absl::StrCat(local),
+                                "--leader-port",
+                                absl::StrCat(store_port)},
+                               logs.path(),
+                               name,
+                               std::nullopt});
       ASSERT_TRUE(process.ok()) << process.status();
       ranks.push_back(*std::move(process));
     }
@@ -163,9 +180,8 @@ class HealthWatch {
 
 TEST(ParallelReplicaTest, KillingAFollowerMidGenerationStopsTheWholeReplica) {
   TempDir logs;
-  absl::StatusOr<ReplicaProcesses> replica =
-      LaunchReplica(STRATA_MODEL_DIR, /*tp=*/2, /*pp=*/2, {"--collective-timeout", "5"},
-                    logs.path());
+  absl::StatusOr<ReplicaProcesses> replica = LaunchReplica(
+      STRATA_MODEL_DIR, /*tp=*/2, /*pp=*/2, {"--collective-timeout", "5"}, logs.path());
   ASSERT_TRUE(replica.ok()) << replica.status();
   ServerProcess& leader = replica->ranks[0];
   ASSERT_TRUE(WaitUntilServing(leader).ok()) << leader.process->Stderr();
@@ -208,9 +224,8 @@ TEST(ParallelReplicaTest, KillingAFollowerMidGenerationStopsTheWholeReplica) {
 
 TEST(ParallelReplicaTest, AFollowerThatHangsPastTheCollectiveTimeoutStopsTheReplica) {
   TempDir logs;
-  absl::StatusOr<ReplicaProcesses> replica =
-      LaunchReplica(STRATA_MODEL_DIR, /*tp=*/1, /*pp=*/2, {"--collective-timeout", "2"},
-                    logs.path());
+  absl::StatusOr<ReplicaProcesses> replica = LaunchReplica(
+      STRATA_MODEL_DIR, /*tp=*/1, /*pp=*/2, {"--collective-timeout", "2"}, logs.path());
   ASSERT_TRUE(replica.ok()) << replica.status();
   ServerProcess& leader = replica->ranks[0];
   ASSERT_TRUE(WaitUntilServing(leader).ok()) << leader.process->Stderr();
@@ -221,7 +236,8 @@ TEST(ParallelReplicaTest, AFollowerThatHangsPastTheCollectiveTimeoutStopsTheRepl
   ASSERT_TRUE(code.has_value()) << "the leader still runs 10 s after rank 1 hung";
   EXPECT_NE(*code, 0);
   EXPECT_THAT(leader.process->Stderr(), HasSubstr("replica lost"));
-  const std::optional<int> follower = replica->ranks[1].process->WaitForExit(std::chrono::seconds(10));
+  const std::optional<int> follower =
+      replica->ranks[1].process->WaitForExit(std::chrono::seconds(10));
   ASSERT_TRUE(follower.has_value()) << "the resumed follower must notice its leader is gone";
   EXPECT_NE(*follower, 0);
 }
@@ -236,10 +252,11 @@ void ExpectRefused(const std::vector<std::string>& rank1_flags, const std::strin
       {"--tp", "2", "--rank", "0", "--leader-address", store, "--bootstrap-timeout", "20"},
       logs.path(), "rank0");
   ASSERT_TRUE(leader.ok()) << leader.status();
-  std::vector<std::string> flags = {"--rank", "1", "--leader-address", store,
-                                    "--bootstrap-timeout", "20"};
+  std::vector<std::string> flags = {"--rank", "1", "--leader-address", store, "--bootstrap-timeout",
+                                    "20"};
   flags.insert(flags.end(), rank1_flags.begin(), rank1_flags.end());
-  absl::StatusOr<ServerProcess> follower = LaunchWorker(STRATA_MODEL_DIR, flags, logs.path(), "rank1");
+  absl::StatusOr<ServerProcess> follower =
+      LaunchWorker(STRATA_MODEL_DIR, flags, logs.path(), "rank1");
   ASSERT_TRUE(follower.ok()) << follower.status();
   for (ServerProcess* process : {&*leader, &*follower}) {
     const std::optional<int> code = process->process->WaitForExit(std::chrono::seconds(15));

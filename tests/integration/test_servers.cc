@@ -81,9 +81,16 @@ absl::StatusOr<ReplicaProcesses> LaunchReplica(const std::string& model_dir, int
   const int world = tp * pp;
   replica.ranks.resize(world);
   for (int rank = world - 1; rank >= 0; --rank) {
-    std::vector<std::string> flags = {"--tp",   absl::StrCat(tp),   "--pp",
-                                      absl::StrCat(pp), "--rank", absl::StrCat(rank),
-                                      "--leader-address", replica.leader_store, "--threads", "1"};
+    std::vector<std::string> flags = {"--tp",
+                                      absl::StrCat(tp),
+                                      "--pp",
+                                      absl::StrCat(pp),
+                                      "--rank",
+                                      absl::StrCat(rank),
+                                      "--leader-address",
+                                      replica.leader_store,
+                                      "--threads",
+                                      "1"};
     flags.insert(flags.end(), extra_flags.begin(), extra_flags.end());
     absl::StatusOr<ServerProcess> process =
         LaunchWorker(model_dir, flags, log_dir, absl::StrCat("rank", rank));

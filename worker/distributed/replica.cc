@@ -81,8 +81,8 @@ absl::StatusOr<std::unique_ptr<ReplicaRank>> ReplicaRank::Start(const ReplicaOpt
   rank->parallel_ = bootstrap.parallel();
   rank->collective_timeout_ = bootstrap.collective_timeout;
   // Refuse a model that cannot be cut this way before contacting anyone.
-  STRATA_ASSIGN_OR_RETURN(rank->shard_, model::ModelShard::ForRank(config, rank->parallel_,
-                                                                    bootstrap.pp_layers));
+  STRATA_ASSIGN_OR_RETURN(rank->shard_,
+                          model::ModelShard::ForRank(config, rank->parallel_, bootstrap.pp_layers));
   STRATA_ASSIGN_OR_RETURN(parallel::RankIdentity identity,
                           ModelIdentity(options.model, bootstrap.tp, bootstrap.pp));
   spdlog::info("rank {}: {}; joining the replica at {}", rank->parallel_.rank(),
@@ -94,12 +94,14 @@ absl::StatusOr<std::unique_ptr<ReplicaRank>> ReplicaRank::Start(const ReplicaOpt
   // replica has as many blocks as its most constrained rank can hold.
   const int32_t block_size = options.model.kv_block_size;
   if (block_size <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("block size must be positive, got ", block_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("block size must be positive, got ", block_size));
   }
   int64_t local_blocks = options.model.kv_num_blocks;
   if (options.kv_cache_memory_bytes > 0) {
     const uint64_t block_bytes = model::KvBytesPerToken(config, rank->shard_) * block_size;
-    local_blocks = static_cast<int64_t>(options.kv_cache_memory_bytes / std::max<uint64_t>(1, block_bytes));
+    local_blocks =
+        static_cast<int64_t>(options.kv_cache_memory_bytes / std::max<uint64_t>(1, block_bytes));
     if (local_blocks < 1) {
       return absl::InvalidArgumentError(absl::StrCat(
           "kv_cache_memory ", options.kv_cache_memory_bytes, " bytes holds no block of ",
@@ -122,9 +124,10 @@ absl::StatusOr<std::unique_ptr<ReplicaRank>> ReplicaRank::Start(const ReplicaOpt
   load.links.previous_stage = rank->groups_->previous_stage();
   load.links.next_stage = rank->groups_->next_stage();
   STRATA_ASSIGN_OR_RETURN(rank->model_, model::Model::Load(load));
-  spdlog::info("rank {}: shard loaded: {} of weights ({} bytes), KV cache {} blocks; resident memory {}",
-               rank->parallel_.rank(), HumanBytes(rank->model_->weight_bytes()),
-               rank->model_->weight_bytes(), replica_blocks, HumanBytes(ResidentMemoryBytes()));
+  spdlog::info(
+      "rank {}: shard loaded: {} of weights ({} bytes), KV cache {} blocks; resident memory {}",
+      rank->parallel_.rank(), HumanBytes(rank->model_->weight_bytes()),
+      rank->model_->weight_bytes(), replica_blocks, HumanBytes(ResidentMemoryBytes()));
 
   // Loading may take longer than a collective may wait, so ranks meet in the
   // store (bounded by the bootstrap timeout) rather than in a barrier.
@@ -133,8 +136,8 @@ absl::StatusOr<std::unique_ptr<ReplicaRank>> ReplicaRank::Start(const ReplicaOpt
   std::vector<std::string> keys;
   for (int r = 0; r < world; ++r) keys.push_back(absl::StrCat("loaded/", r));
   if (absl::Status status = store.Wait(keys, bootstrap.bootstrap_timeout); !status.ok()) {
-    return absl::Status(status.code(),
-                        absl::StrCat("waiting for every rank to load its shard: ", status.message()));
+    return absl::Status(status.code(), absl::StrCat("waiting for every rank to load its shard: ",
+                                                    status.message()));
   }
   return rank;
 }
@@ -231,7 +234,8 @@ class LeaderModel final : public model::Model {
     std::lock_guard<std::mutex> world_lock(world_mu_);
     if (Broken().ok()) {
       absl::Status status = BroadcastPlan(rank_->groups_->world(), PlanKind::kShutdown, nullptr);
-      if (!status.ok()) spdlog::warn("shutting the replica down: {}", std::string(status.message()));
+      if (!status.ok())
+        spdlog::warn("shutting the replica down: {}", std::string(status.message()));
     }
   }
 
@@ -313,7 +317,8 @@ class LeaderModel final : public model::Model {
       int32_t rows = 0;
       {
         std::unique_lock<std::mutex> lock(state_mu_);
-        changed_.wait(lock, [this] { return !expected_rows_.empty() || stopping_ || !broken_.ok(); });
+        changed_.wait(lock,
+                      [this] { return !expected_rows_.empty() || stopping_ || !broken_.ok(); });
         if (expected_rows_.empty()) return;
         rows = expected_rows_.front();
         expected_rows_.pop_front();
@@ -367,7 +372,7 @@ class LeaderModel final : public model::Model {
   std::condition_variable changed_;
   absl::Status broken_;
   bool stopping_ = false;
-  std::deque<int32_t> expected_rows_;                       // batches whose logits are due
+  std::deque<int32_t> expected_rows_;       // batches whose logits are due
   std::deque<std::vector<float>> results_;  // their logits, in order (failures break the replica)
 
   std::thread heartbeat_;

@@ -28,9 +28,9 @@ std::vector<int32_t> EncodePlanPayload(const model::ForwardBatch& batch) {
   payload.insert(payload.end(), batch.token_ids.begin(), batch.token_ids.end());
   payload.insert(payload.end(), batch.positions.begin(), batch.positions.end());
   for (const model::BatchSequence& s : batch.sequences) {
-    payload.insert(payload.end(), {s.first_token, s.num_tokens, s.context_len,
-                                   s.wants_logits ? 1 : 0,
-                                   static_cast<int32_t>(s.block_table.size())});
+    payload.insert(payload.end(),
+                   {s.first_token, s.num_tokens, s.context_len, s.wants_logits ? 1 : 0,
+                    static_cast<int32_t>(s.block_table.size())});
   }
   for (const model::BatchSequence& s : batch.sequences) {
     payload.insert(payload.end(), s.block_table.begin(), s.block_table.end());
@@ -40,12 +40,12 @@ std::vector<int32_t> EncodePlanPayload(const model::ForwardBatch& batch) {
 
 absl::StatusOr<model::ForwardBatch> DecodePlanPayload(std::span<const int32_t> payload,
                                                       int32_t num_tokens, int32_t num_sequences) {
-  const int64_t fixed = 2 * static_cast<int64_t>(num_tokens) +
-                        kSequenceFields * static_cast<int64_t>(num_sequences);
+  const int64_t fixed =
+      2 * static_cast<int64_t>(num_tokens) + kSequenceFields * static_cast<int64_t>(num_sequences);
   if (num_tokens < 0 || num_sequences < 0 || fixed > static_cast<int64_t>(payload.size())) {
-    return absl::DataLossError(absl::StrCat("step plan: ", payload.size(),
-                                            " values cannot hold ", num_tokens, " tokens and ",
-                                            num_sequences, " sequences"));
+    return absl::DataLossError(absl::StrCat("step plan: ", payload.size(), " values cannot hold ",
+                                            num_tokens, " tokens and ", num_sequences,
+                                            " sequences"));
   }
   model::ForwardBatch batch;
   auto it = payload.begin();

@@ -79,9 +79,9 @@ class BatchingEngine final : public Engine {
     std::vector<ScheduledChunk> chunks;
     std::vector<bool> wants_logits;  // per chunk
     int32_t logit_rows = 0;
-    absl::Status status;         // of Forward or StartForward
-    bool started = false;        // StartForward succeeded: FinishForward gives the logits
-    std::vector<float> logits;   // [logit_rows, vocab]
+    absl::Status status;        // of Forward or StartForward
+    bool started = false;       // StartForward succeeded: FinishForward gives the logits
+    std::vector<float> logits;  // [logit_rows, vocab]
   };
 
   void StepLoop();
@@ -120,8 +120,8 @@ class BatchingEngine final : public Engine {
   Scheduler scheduler_;
   const int32_t max_running_sequences_;
   absl::flat_hash_map<std::string, std::unique_ptr<Sequence>> sequences_;
-  std::vector<std::string> retired_ids_;  // finished since the last Deliver
-  std::deque<InFlightStep> in_flight_;             // launch order
+  std::vector<std::string> retired_ids_;               // finished since the last Deliver
+  std::deque<InFlightStep> in_flight_;                 // launch order
   absl::flat_hash_set<std::string> deferred_cancels_;  // cancelled, not retired yet
   uint64_t steps_ = 0;
   std::chrono::steady_clock::time_point prefix_hashes_refreshed_;

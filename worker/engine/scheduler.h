@@ -38,8 +38,8 @@
 
 #include <chrono>
 #include <cstdint>
-#include <limits>
 #include <deque>
+#include <limits>
 #include <optional>
 #include <vector>
 

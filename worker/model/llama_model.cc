@@ -81,7 +81,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Create(
       (!shard.last_stage() && options.links.next_stage == nullptr)) {
     return absl::InvalidArgumentError("a pipeline stage needs links to its neighbouring stages");
   }
-  std::unique_ptr<LlamaModel> model(new LlamaModel(config, shard, options.links, std::move(backend)));
+  std::unique_ptr<LlamaModel> model(
+      new LlamaModel(config, shard, options.links, std::move(backend)));
   model->attention_.num_heads = static_cast<int32_t>(shard.tensor.attention_heads.size());
   model->attention_.num_kv_heads = static_cast<int32_t>(shard.tensor.kv_heads.size());
   model->attention_.head_dim = config.head_dim;
@@ -160,8 +161,8 @@ absl::Status LlamaModel::ImportCheckpointSlices(const LoadOptions& options,
   const std::vector<TensorSpec> specs = LlamaTensorSpecs(config_);
   // The matrices keep the file's dtype unless told otherwise.
   const TensorView* embedding = checkpoint_->Find("model.embed_tokens.weight");
-  const DType dtype = options.weight_dtype.value_or(
-      embedding != nullptr ? embedding->dtype : views.front()->dtype);
+  const DType dtype =
+      options.weight_dtype.value_or(embedding != nullptr ? embedding->dtype : views.front()->dtype);
   weight_dtype_ = dtype;
   uint64_t total_bytes = 0;
   for (size_t i = 0; i < needed.size(); ++i) {
@@ -222,15 +223,16 @@ absl::StatusOr<backend::Weight> LlamaModel::ImportMatrix(const HostTensor& tenso
     return backend_->ImportWeight(tensor.data, dtype, tensor.rows, tensor.cols);
   }
   // A column slice or another dtype: copy the slice, row by row.
-  STRATA_ASSIGN_OR_RETURN(auto converted,
-                          backend::HostBuffer::Allocate(static_cast<size_t>(tensor.rows) *
-                                                        tensor.cols * DTypeSize(dtype)));
+  STRATA_ASSIGN_OR_RETURN(
+      auto converted, backend::HostBuffer::Allocate(static_cast<size_t>(tensor.rows) * tensor.cols *
+                                                    DTypeSize(dtype)));
   const size_t src_element = DTypeSize(tensor.dtype);
   for (int64_t r = 0; r < tensor.rows; ++r) {
-    ConvertElements(static_cast<const std::byte*>(tensor.data) + r * tensor.row_stride * src_element,
-                    tensor.dtype,
-                    static_cast<std::byte*>(converted->data()) + r * tensor.cols * DTypeSize(dtype),
-                    dtype, tensor.cols);
+    ConvertElements(
+        static_cast<const std::byte*>(tensor.data) + r * tensor.row_stride * src_element,
+        tensor.dtype,
+        static_cast<std::byte*>(converted->data()) + r * tensor.cols * DTypeSize(dtype), dtype,
+        tensor.cols);
   }
   auto weight = backend_->ImportWeight(converted->data(), dtype, tensor.rows, tensor.cols);
   host_storage_.push_back(std::move(converted));
@@ -327,8 +329,8 @@ absl::Status LlamaModel::AllocateCache(const LoadOptions& options) {
   }
   attention_.block_size = block_size_;
   const int64_t local_layers = shard_.layers.size();
-  const uint64_t layer_floats = static_cast<uint64_t>(num_blocks_) * block_size_ *
-                                attention_.num_kv_heads * config_.head_dim;
+  const uint64_t layer_floats =
+      static_cast<uint64_t>(num_blocks_) * block_size_ * attention_.num_kv_heads * config_.head_dim;
   STRATA_ASSIGN_OR_RETURN(kv_cache_,
                           backend_->Allocate(layer_floats * 2 * sizeof(float) * local_layers));
   for (int64_t l = 0; l < local_layers; ++l) {
@@ -454,7 +456,8 @@ absl::Status LlamaModel::ReserveStep(int32_t num_tokens, int32_t num_sequences,
     STRATA_RETURN_IF_ERROR(reserve(last_x_, s * config_.hidden_size * f));
     STRATA_RETURN_IF_ERROR(reserve(last_delta_, s * config_.hidden_size * f));
     STRATA_RETURN_IF_ERROR(reserve(last_h_, s * config_.hidden_size * f));
-    STRATA_RETURN_IF_ERROR(reserve(logits_, s * static_cast<size_t>(shard_.tensor.vocab.size()) * f));
+    STRATA_RETURN_IF_ERROR(
+        reserve(logits_, s * static_cast<size_t>(shard_.tensor.vocab.size()) * f));
     sequence_capacity_ = static_cast<int32_t>(s);
   }
   if (table_entries > table_capacity_) {

@@ -39,8 +39,6 @@ std::vector<TensorSpec> LlamaTensorSpecs(const ModelConfig& config) {
   return specs;
 }
 
-
-
 std::vector<ShardTensor> LlamaShardTensors(const ModelConfig& config,
                                            const std::vector<TensorSpec>& specs,
                                            const ModelShard& shard) {

@@ -30,8 +30,9 @@ absl::StatusOr<ModelShard> ModelShard::ForRank(const ModelConfig& config,
                                                std::span<const int> pp_layers) {
   const parallel::ModelDims dims = DimsOf(config);
   STRATA_RETURN_IF_ERROR(parallel::ValidateModelForParallelism(dims, parallel.tp(), parallel.pp()));
-  STRATA_ASSIGN_OR_RETURN(std::vector<parallel::IndexRange> stages,
-                          parallel::SplitLayers(config.num_hidden_layers, parallel.pp(), pp_layers));
+  STRATA_ASSIGN_OR_RETURN(
+      std::vector<parallel::IndexRange> stages,
+      parallel::SplitLayers(config.num_hidden_layers, parallel.pp(), pp_layers));
   ModelShard shard;
   shard.tp = parallel.tp();
   shard.tp_rank = parallel.tp_rank();
@@ -43,7 +44,9 @@ absl::StatusOr<ModelShard> ModelShard::ForRank(const ModelConfig& config,
 }
 
 std::string ModelShard::DebugString() const {
-  auto range = [](const parallel::IndexRange& r) { return absl::StrCat("[", r.begin, ", ", r.end, ")"); };
+  auto range = [](const parallel::IndexRange& r) {
+    return absl::StrCat("[", r.begin, ", ", r.end, ")");
+  };
   return absl::StrCat("stage ", stage, "/", pp, " layers ", range(layers), ", tp_rank ", tp_rank,
                       "/", tp, " heads ", range(tensor.attention_heads), " kv heads ",
                       range(tensor.kv_heads), tensor.kv_heads_replicated ? " (replicated)" : "",

@@ -212,8 +212,8 @@ void GenerateReactor::RecordFinished(const grpc::Status& status) {
   WorkerRequestTimes times;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    const Clock::time_point accepted =
-        scheduled_time_.has_value() ? std::min(*scheduled_time_, end) : accepted_time_.value_or(end);
+    const Clock::time_point accepted = scheduled_time_.has_value() ? std::min(*scheduled_time_, end)
+                                                                   : accepted_time_.value_or(end);
     const Clock::time_point first_token = first_token_time_.value_or(end);
     times.replica_queue = SecondsBetween(start_time_, accepted);
     times.prefill = SecondsBetween(accepted, std::max(accepted, first_token));

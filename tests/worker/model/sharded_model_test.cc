@@ -130,7 +130,8 @@ class ShardedModelTest : public ::testing::TestWithParam<bool> {
     } else {
       testing::WriteRandomCheckpoint(dir_.path(), kConfig, DType::kF32, /*seed=*/5);
     }
-    absl::StatusOr<std::unique_ptr<Model>> whole = Model::Load(Options(dir_.path(), random_weights_));
+    absl::StatusOr<std::unique_ptr<Model>> whole =
+        Model::Load(Options(dir_.path(), random_weights_));
     ASSERT_TRUE(whole.ok()) << whole.status();
     whole_bytes_ = (*whole)->weight_bytes();
     absl::StatusOr<std::vector<std::vector<float>>> logits = RunSteps(**whole);
@@ -147,8 +148,8 @@ class ShardedModelTest : public ::testing::TestWithParam<bool> {
 
 TEST_P(ShardedModelTest, ShardsTogetherComputeTheSingleProcessLogits) {
   // tp 16 > 8 KV heads: each KV head is replicated on two ranks.
-  for (auto [tp, pp] : std::vector<std::pair<int, int>>{
-           {2, 1}, {4, 1}, {16, 1}, {1, 2}, {2, 2}, {1, 3}, {4, 3}}) {
+  for (auto [tp, pp] :
+       std::vector<std::pair<int, int>>{{2, 1}, {4, 1}, {16, 1}, {1, 2}, {2, 2}, {1, 3}, {4, 3}}) {
     SCOPED_TRACE(absl::StrCat("tp ", tp, " pp ", pp));
     const std::vector<RankResult> results =
         RunSharded(Options(dir_.path(), random_weights_), tp, pp);
