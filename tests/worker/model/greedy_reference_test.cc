@@ -1,11 +1,9 @@
 // Greedy generation at model level from every prompt of the bundled model's
 // reference.json (outputs of llama2.c's run.c) reproduces its generated ids
 // exactly, one sequence at a time and all prompts batched together.
-#include <fstream>
-#include <sstream>
 
 #include "gtest/gtest.h"
-#include "nlohmann/json.hpp"
+#include "tests/worker/model/model_reference.h"
 #include "tests/worker/model/model_runner.h"
 #include "worker/model/model.h"
 
@@ -16,28 +14,9 @@ using testing::Argmax;
 using testing::ModelRunner;
 using testing::TestSequence;
 
-struct ReferenceCase {
-  std::string prompt;
-  int steps = 0;
-  std::vector<int32_t> prompt_ids;
-  std::vector<int32_t> generated_ids;
-  std::vector<float> first_step_logits;
-};
-
-std::vector<ReferenceCase> ReadReference() {
-  std::ifstream in(std::string(STRATA_MODEL_DIR) + "/reference.json");
-  std::stringstream text;
-  text << in.rdbuf();
-  const auto json = nlohmann::json::parse(text.str());
-  std::vector<ReferenceCase> cases;
-  for (const auto& p : json.at("prompts")) {
-    cases.push_back({p.at("prompt"), p.at("steps"), p.at("prompt_ids"), p.at("generated_ids"),
-                     p.at("first_step_logits")});
-  }
-  return cases;
-}
-
-bool IsStop(int32_t id) { return id == 1 || id == 2; }
+using testing::IsStop;
+using testing::ReadReference;
+using testing::ReferenceCase;
 
 std::unique_ptr<Model> LoadBundled() {
   LoadOptions options;

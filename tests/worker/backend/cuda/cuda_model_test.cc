@@ -5,11 +5,9 @@
 // by one and with steps replayed as CUDA graphs. Also checks how
 // Model::Load picks its backend. Labelled "gpu": tests that need a device
 // skip without one.
-#include <fstream>
-#include <sstream>
 
 #include "gtest/gtest.h"
-#include "nlohmann/json.hpp"
+#include "tests/worker/model/model_reference.h"
 #include "tests/worker/model/model_runner.h"
 #include "worker/backend/cuda/cuda_backend.h"
 #include "worker/model/llama_model.h"
@@ -22,28 +20,9 @@ using testing::Argmax;
 using testing::ModelRunner;
 using testing::TestSequence;
 
-struct ReferenceCase {
-  std::string prompt;
-  int steps = 0;
-  std::vector<int32_t> prompt_ids;
-  std::vector<int32_t> generated_ids;
-  std::vector<float> first_step_logits;
-};
-
-std::vector<ReferenceCase> ReadReference() {
-  std::ifstream in(std::string(STRATA_MODEL_DIR) + "/reference.json");
-  std::stringstream text;
-  text << in.rdbuf();
-  const auto json = nlohmann::json::parse(text.str());
-  std::vector<ReferenceCase> cases;
-  for (const auto& p : json.at("prompts")) {
-    cases.push_back({p.at("prompt"), p.at("steps"), p.at("prompt_ids"), p.at("generated_ids"),
-                     p.at("first_step_logits")});
-  }
-  return cases;
-}
-
-bool IsStop(int32_t id) { return id == 1 || id == 2; }
+using testing::IsStop;
+using testing::ReadReference;
+using testing::ReferenceCase;
 
 // Parameter: whether the backend replays steps as CUDA graphs.
 class CudaModelTest : public ::testing::TestWithParam<bool> {
