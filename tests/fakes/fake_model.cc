@@ -126,6 +126,44 @@ absl::Status FakeModel::CheckBatch(const model::ForwardBatch& batch) const {
   return absl::OkStatus();
 }
 
+absl::Status FakeModel::StartForward(const model::ForwardBatch& batch) {
+  if (static_cast<int32_t>(outstanding_.size()) >= options_.batches_in_flight) {
+    return absl::FailedPreconditionError(absl::StrCat("StartForward with ", outstanding_.size(),
+                                                      " batches in flight already (most ",
+                                                      options_.batches_in_flight, ")"));
+  }
+  Outstanding started;
+  for (const model::BatchSequence& sequence : batch.sequences) {
+    for (int32_t position = sequence.context_len - sequence.num_tokens;
+         position < sequence.context_len; ++position) {
+      started.written_blocks.push_back(sequence.block_table[position / options_.kv_block_size]);
+    }
+  }
+  for (const Outstanding& other : outstanding_) {
+    for (int32_t block : started.written_blocks) {
+      if (std::find(other.written_blocks.begin(), other.written_blocks.end(), block) !=
+          other.written_blocks.end()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("block ", block, " is written by two batches in flight"));
+      }
+    }
+  }
+  started.status = Forward(batch, started.logits);
+  outstanding_.push_back(std::move(started));
+  max_batches_outstanding_.store(
+      std::max(max_batches_outstanding_.load(), static_cast<int32_t>(outstanding_.size())));
+  return absl::OkStatus();
+}
+
+absl::Status FakeModel::FinishForward(std::vector<float>& logits) {
+  if (outstanding_.empty())
+    return absl::FailedPreconditionError("FinishForward: nothing in flight");
+  Outstanding finished = std::move(outstanding_.front());
+  outstanding_.pop_front();
+  logits = std::move(finished.logits);
+  return finished.status;
+}
+
 absl::Status FakeModel::Forward(const model::ForwardBatch& batch, std::vector<float>& logits) {
   const int64_t call = ++forward_calls_;
   if (call == options_.fail_on_call) {

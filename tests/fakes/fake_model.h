@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <span>
 #include <vector>
@@ -36,6 +37,10 @@ struct FakeModelOptions {
   float preferred_margin = 6.0f;
   // This Forward() call fails (counting from 1); 0: none.
   int64_t fail_on_call = 0;
+  // > 1: behaves like a pipelined replica (StartForward / FinishForward)
+  // taking this many batches at once, and refuses a batch that writes a KV
+  // block a batch still in flight writes (a sequence in two micro-batches).
+  int32_t batches_in_flight = 1;
 };
 
 class FakeModel final : public model::Model {
@@ -49,6 +54,9 @@ class FakeModel final : public model::Model {
   uint64_t decode_read_bytes() const override { return 0; }
   DType weight_dtype() const override { return DType::kF32; }
   absl::Status Forward(const model::ForwardBatch& batch, std::vector<float>& logits) override;
+  int32_t max_batches_in_flight() const override { return options_.batches_in_flight; }
+  absl::Status StartForward(const model::ForwardBatch& batch) override;
+  absl::Status FinishForward(std::vector<float>& logits) override;
 
   // The logits Forward() gives after `history`; tests use it to predict outputs.
   std::vector<float> LogitsFor(std::span<const int32_t> history) const;
@@ -57,6 +65,8 @@ class FakeModel final : public model::Model {
   int64_t forward_calls() const { return forward_calls_.load(); }
   int32_t max_sequences_per_step() const { return max_sequences_per_step_.load(); }
   int32_t max_tokens_per_step() const { return max_tokens_per_step_.load(); }
+  // Most batches started and not finished at once (pipelined mode).
+  int32_t max_batches_outstanding() const { return max_batches_outstanding_.load(); }
 
  private:
   absl::Status CheckBatch(const model::ForwardBatch& batch) const;
@@ -67,6 +77,14 @@ class FakeModel final : public model::Model {
   std::atomic<int64_t> forward_calls_{0};
   std::atomic<int32_t> max_sequences_per_step_{0};
   std::atomic<int32_t> max_tokens_per_step_{0};
+  std::atomic<int32_t> max_batches_outstanding_{0};
+  // Pipelined mode: batches started, oldest first.
+  struct Outstanding {
+    std::vector<int32_t> written_blocks;
+    absl::Status status;
+    std::vector<float> logits;
+  };
+  std::deque<Outstanding> outstanding_;
 };
 
 }  // namespace strata::fakes

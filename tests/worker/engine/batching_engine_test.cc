@@ -10,7 +10,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/fakes/fake_model.h"
@@ -114,6 +116,70 @@ TEST(BatchingEngineTest, ConcurrentRequestsGiveTheSameTokensAsOneAtATime) {
   EXPECT_LE(model->max_tokens_per_step(), 10);
   EngineStats stats = engine->Stats();
   EXPECT_EQ(stats.requests_finished, requests.size());
+  EXPECT_EQ(stats.kv_blocks_free, stats.kv_blocks_total);
+}
+
+TEST(BatchingEngineTest, PipelinedMicroBatchesGiveTheSameTokensAsOneAtATime) {
+  // A model that takes two batches in flight (a pp = 2 replica): the engine
+  // splits the running sequences over two micro-batches that never share a
+  // sequence, and every request's tokens are what it gets alone.
+  std::vector<GenerationRequest> requests;
+  for (int i = 0; i < 10; ++i)
+    requests.push_back(GreedyRequest({1, 5 + i, 9, 2 * i + 3}, 5 + 2 * i));
+  fakes::FakeModel* model = nullptr;
+  fakes::FakeModelOptions options;
+  options.kv_block_size = 2;
+  options.batches_in_flight = 2;
+  std::unique_ptr<Engine> engine =
+      MakeEngine(options, {.max_running_sequences = 8, .max_batched_tokens = 16}, &model);
+  std::vector<std::unique_ptr<OutputCollector>> outs;
+  for (const GenerationRequest& request : requests) {
+    outs.push_back(std::make_unique<OutputCollector>());
+    ASSERT_TRUE(engine->Submit(request, outs.back()->Callback()).ok());
+  }
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_TRUE(outs[i]->WaitFinished());
+    EXPECT_TRUE(outs[i]->last().error.ok()) << outs[i]->last().error;
+    EXPECT_EQ(outs[i]->token_ids(),
+              ExpectedGreedy(requests[i].prompt_ids, requests[i].stopping.max_tokens.value()))
+        << "request " << i;
+  }
+  EXPECT_EQ(model->max_batches_outstanding(), 2);
+  const EngineStats stats = engine->Stats();
+  EXPECT_EQ(stats.requests_finished, requests.size());
+  EXPECT_EQ(stats.kv_blocks_free, stats.kv_blocks_total);
+}
+
+TEST(BatchingEngineTest, CancellingPipelinedRequestsMidStreamFreesEverything) {
+  // Cancels arrive while the request may be in a micro-batch in flight: it
+  // is retired once that batch completes, never while the model still runs it.
+  fakes::FakeModel* model = nullptr;
+  fakes::FakeModelOptions options;
+  options.batches_in_flight = 3;
+  std::unique_ptr<Engine> engine = MakeEngine(options, {}, &model);
+  std::vector<std::unique_ptr<OutputCollector>> outs;
+  for (int i = 0; i < 9; ++i) {
+    GenerationRequest request = GreedyRequest({1, 4 + i, 8}, 150);
+    request.request_id = absl::StrCat("r", i);
+    outs.push_back(std::make_unique<OutputCollector>());
+    ASSERT_TRUE(engine->Submit(request, outs.back()->Callback()).ok());
+  }
+  while (outs[0]->token_ids().size() < 5) absl::SleepFor(absl::Milliseconds(1));
+  for (int i = 0; i < 9; i += 2) engine->Cancel(absl::StrCat("r", i));
+  for (int i = 0; i < 9; ++i) {
+    ASSERT_TRUE(outs[i]->WaitFinished()) << "request " << i;
+    const GenerationOutput last = outs[i]->last();
+    EXPECT_TRUE(last.error.ok()) << "request " << i << ": " << last.error;
+    if (i % 2 == 1) {
+      EXPECT_EQ(outs[i]->token_ids().size(), 150u) << "request " << i;
+    } else {
+      EXPECT_EQ(last.finish_reason, FinishReason::kCancelled) << "request " << i;
+      EXPECT_LT(outs[i]->token_ids().size(), 150u) << "request " << i;
+    }
+  }
+  EXPECT_GT(model->max_batches_outstanding(), 1);
+  const EngineStats stats = engine->Stats();
+  EXPECT_EQ(stats.running, 0);
   EXPECT_EQ(stats.kv_blocks_free, stats.kv_blocks_total);
 }
 
