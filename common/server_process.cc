@@ -1,9 +1,11 @@
 #include "common/server_process.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
 
 namespace strata {
 
@@ -19,6 +21,19 @@ bool WriteFileAtomically(const std::string& path, const std::string& contents) {
     if (!out) return false;
   }
   return std::rename(temporary.c_str(), path.c_str()) == 0;
+}
+
+[[noreturn]] void ExitServerProcess(int code) {
+  spdlog::shutdown();
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(code);
+}
+
+int PrintStartupError(const char* program, const std::string& message) {
+  std::fprintf(stderr, "%s: %s\n", program, message.c_str());
+  std::fflush(stderr);
+  return 1;
 }
 
 }  // namespace strata

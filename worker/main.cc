@@ -52,21 +52,9 @@ namespace {
 
 constexpr char kProgram[] = "strata-worker";
 
-// Leaves the process once gRPC and the engine are shut down. The metrics
-// exposer's web server takes up to 2 s to stop (civetweb polls with a 2 s
-// quantum) and holds nothing that needs an orderly close, so it is not waited for.
-[[noreturn]] void ExitNow(int code) {
-  spdlog::shutdown();
-  std::fflush(stdout);
-  std::fflush(stderr);
-  std::_Exit(code);
-}
+[[noreturn]] void ExitNow(int code) { strata::ExitServerProcess(code); }
 
-int Fail(const std::string& message) {
-  std::fprintf(stderr, "%s: %s\n", kProgram, message.c_str());
-  std::fflush(stderr);
-  return 1;
-}
+int Fail(const std::string& message) { return strata::PrintStartupError(kProgram, message); }
 
 bool WriteReadyFile(const std::string& path, const nlohmann::json& contents) {
   return strata::WriteFileAtomically(path, contents.dump() + "\n");

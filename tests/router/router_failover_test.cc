@@ -32,16 +32,7 @@ using testing::StartRouter;
 using testing::StartWorker;
 using testing::StoryRequest;
 using testing::StreamResult;
-
-template <typename Condition>
-bool WaitFor(Condition condition, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return condition();
-}
+using testing::WaitFor;
 
 TEST(RouterFailoverTest, KillingAReplicaMidLoadLosesOnlyTheStreamsItWasServing) {
   TempDir logs;

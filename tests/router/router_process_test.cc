@@ -29,16 +29,7 @@ using testing::StartRouter;
 using testing::StartWorker;
 using testing::StoryRequest;
 using testing::StreamResult;
-
-template <typename Condition>
-bool WaitFor(Condition condition, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return condition();
-}
+using testing::WaitFor;
 
 std::string HealthySeries(const std::string& backend) {
   return absl::StrCat("strata_router_backend_healthy{backend=\"", backend, "\"}");

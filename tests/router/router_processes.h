@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -53,5 +54,17 @@ std::vector<StreamResult> RunStreams(const std::string& address, int count, int 
 
 // A request for the bundled model: `max_tokens` tokens of a short story.
 v1::GenerateRequest StoryRequest(int max_tokens);
+
+// Polls `condition` every 10 ms until it holds (true) or `timeout` passes
+// (its last value).
+template <typename Condition>
+bool WaitFor(Condition condition, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return condition();
+}
 
 }  // namespace strata::router::testing
