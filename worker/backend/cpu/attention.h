@@ -16,6 +16,13 @@ namespace strata::backend::cpu {
 void AppendKv(const KvCacheLayer& cache, const AttentionParams& params, const float* k,
               const float* v, const int32_t* slots, int64_t n);
 
+// Consecutive cache slots of one sequence (a block, or its used part):
+// rows offset, offset + row, ... of a cache layer.
+struct SlotRun {
+  int64_t offset;  // floats from the layer's start, at the kv head's columns
+  int32_t length;
+};
+
 class PagedAttentionCpu {
  public:
   explicit PagedAttentionCpu(ThreadPool& pool) : pool_(pool), scratch_(pool.num_threads()) {}
@@ -24,9 +31,13 @@ class PagedAttentionCpu {
            const AttentionParams& params, float* out);
 
  private:
+  struct Scratch {
+    std::vector<float> scores;  // [group, score stride]: padded rows
+    std::vector<SlotRun> runs;  // [blocks of the longest context]
+  };
   ThreadPool& pool_;
-  std::vector<std::vector<float>> scratch_;  // per thread: scores [group, max_context_len]
-  std::vector<int32_t> token_sequence_;      // [num_tokens] -> index of its sequence
+  std::vector<Scratch> scratch_;         // per thread
+  std::vector<int32_t> token_sequence_;  // [num_tokens] -> index of its sequence
 };
 
 }  // namespace strata::backend::cpu
