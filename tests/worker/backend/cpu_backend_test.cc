@@ -68,8 +68,9 @@ TEST_F(CpuBackendTest, MatMulMatchesScalarForAllDtypesAndRowCounts) {
   for (bool avx512 : {true, false}) {
     CpuBackend backend(CpuBackendOptions{2, avx512});
     for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
-      // Row counts cover the GEMV groups and the widen + sgemm path.
-      for (int64_t n : {1, 3, 4, 5, 8, 9, 20}) {
+      // Row counts cover one and several groups of kernel rows, and the widen
+      // + sgemm path beyond CpuMatMul::kKernelRowLimit.
+      for (int64_t n : {1, 3, 4, 5, 8, 9, 20, 70}) {
         for (auto [in, out] : {std::pair<int64_t, int64_t>{37, 5}, {64, 300}, {300, 129}}) {
           std::vector<float> w_values;
           const Weight w = MakeWeight(dtype, out, in, w_values);
@@ -98,7 +99,7 @@ TEST_F(CpuBackendTest, MatMulMatchesScalarForAllDtypesAndRowCounts) {
 }
 
 TEST_F(CpuBackendTest, MatMulManyEqualsOneMatMulPerOutput) {
-  for (int64_t n : {1, 2, 5, 9}) {
+  for (int64_t n : {1, 2, 5, 9, 70}) {
     // Mixed dtypes and sizes: a large matrix (parallel chunks) beside small ones.
     const int64_t in = 96;
     std::vector<float> values;

@@ -10,24 +10,30 @@
 namespace strata::backend::cpu {
 namespace {
 
-// A GEMV over fewer weights than this runs on one thread: a parallel region
-// costs a few microseconds, the whole product less.
+// A product of fewer multiply-adds than this runs on one thread: a parallel
+// region costs a few microseconds, the whole product less.
 constexpr int64_t kMinParallelWeights = 64 * 1024;
-// Weight bytes per dynamically scheduled GEMV chunk: long enough sequential
-// runs for the hardware prefetchers, small enough to balance threads.
+// Weight bytes per dynamically scheduled kernel chunk: long enough sequential
+// runs for the hardware prefetchers, small enough to balance threads. With
+// several groups of x rows a chunk is read again by each group, so it is
+// smaller: it must stay in L2 next to the rows of x streaming past it.
 constexpr int64_t kGemvChunkBytes = 512 * 1024;
+constexpr int64_t kReusedChunkBytes = 128 * 1024;
 // Widened tile size for the sgemm path, in floats (about 2 MiB: stays in L2/L3
 // while sgemm packs it).
 constexpr int64_t kTileFloats = 512 * 1024;
 
 }  // namespace
 
-CpuMatMul::CpuMatMul(ThreadPool& pool, bool use_avx512)
-    : pool_(pool), avx512_(use_avx512 && CpuHasAvx512()), tiles_(pool.num_threads()) {}
+CpuMatMul::CpuMatMul(ThreadPool& pool, bool use_avx512, int64_t kernel_row_limit)
+    : pool_(pool),
+      avx512_(use_avx512 && CpuHasAvx512()),
+      kernel_row_limit_(kernel_row_limit),
+      tiles_(pool.num_threads()) {}
 
 void CpuMatMul::Run(const float* x, int64_t n, const Weight& w, const float* bias, float* y) {
   if (n <= 0) return;
-  if (n <= kGemvRowLimit) {
+  if (n <= kernel_row_limit_) {
     const Output output{&w, bias, y};
     RunGemv(x, n, std::span<const Output>(&output, 1));
   } else {
@@ -37,7 +43,7 @@ void CpuMatMul::Run(const float* x, int64_t n, const Weight& w, const float* bia
 
 void CpuMatMul::RunMany(const float* x, int64_t n, std::span<const Output> outputs) {
   if (n <= 0 || outputs.empty()) return;
-  if (n <= kGemvRowLimit) {
+  if (n <= kernel_row_limit_) {
     RunGemv(x, n, outputs);
   } else {
     // Prefill: each product is long enough to amortise its own region.
@@ -50,61 +56,62 @@ void CpuMatMul::RunGemv(const float* x, int64_t n, std::span<const Output> outpu
   const int64_t block = avx512_ ? kSplitBlockAvx512 : kSplitBlockAvx2;
   const auto kernel = avx512_ ? &GemvAvx512 : &GemvAvx2;
 
-  // Chunks of about kGemvChunkBytes of weights (a multiple of the kernels'
+  // Chunks of about chunk_bytes of weights (a multiple of the kernels'
   // 8-row step), over all outputs, taken dynamically by the threads; all on
   // one thread when the weights are few.
   chunks_.clear();
+  const int64_t chunk_bytes = n > kGemvMaxRows ? kReusedChunkBytes : kGemvChunkBytes;
   int64_t total_weights = 0;
   for (size_t i = 0; i < outputs.size(); ++i) {
     const Weight& w = *outputs[i].w;
     total_weights += w.elements();
     const int64_t row_bytes = in * static_cast<int64_t>(DTypeSize(w.dtype));
-    const int64_t chunk_rows = std::max<int64_t>(16, kGemvChunkBytes / row_bytes / 8 * 8);
+    const int64_t chunk_rows = std::max<int64_t>(16, chunk_bytes / row_bytes / 8 * 8);
     for (int64_t r = 0; r < w.rows; r += chunk_rows) {
       chunks_.push_back({static_cast<int32_t>(i), r, std::min(w.rows, r + chunk_rows)});
     }
   }
-  const bool parallel = total_weights >= kMinParallelWeights;
+  const bool parallel = total_weights * n >= kMinParallelWeights;
 
-  std::vector<GemvArgs>& args = args_;
-  args.resize(outputs.size());
-  for (int64_t r0 = 0; r0 < n; r0 += kGemvMaxRows) {
-    const int64_t rows = std::min<int64_t>(kGemvMaxRows, n - r0);
-    bool any_bf16 = false;
-    for (size_t i = 0; i < outputs.size(); ++i) {
-      const Output& o = outputs[i];
-      GemvArgs& a = args[i];
+  bool any_bf16 = false;
+  for (const Output& o : outputs) any_bf16 |= o.w->dtype == DType::kBF16;
+  if (any_bf16) {
+    if (x_split_.size() < static_cast<size_t>(n * in)) x_split_.resize(n * in);
+    for (int64_t j = 0; j < n; ++j) SplitEvenOdd(x + j * in, in, block, x_split_.data() + j * in);
+  }
+  // One argument set per (output, group of kGemvMaxRows rows of x).
+  const int64_t groups = (n + kGemvMaxRows - 1) / kGemvMaxRows;
+  args_.resize(outputs.size() * groups);
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const Output& o = outputs[i];
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t r0 = g * kGemvMaxRows;
+      GemvArgs& a = args_[i * groups + g];
       a.x = x + r0 * in;
-      a.n = rows;
+      a.x_split = any_bf16 ? x_split_.data() + r0 * in : nullptr;
+      a.n = std::min<int64_t>(kGemvMaxRows, n - r0);
       a.in = in;
       a.w = o.w->data;
       a.dtype = o.w->dtype;
       a.y = o.y + r0 * o.w->rows;
       a.ldy = o.w->rows;
       a.bias = o.bias;
-      any_bf16 |= o.w->dtype == DType::kBF16;
     }
-    if (any_bf16) {
-      if (x_split_.size() < static_cast<size_t>(kGemvMaxRows * in)) {
-        x_split_.resize(kGemvMaxRows * in);
+  }
+  // Each chunk of W meets every group of x while it is in cache.
+  auto run_chunks = [&](int64_t begin, int64_t end, int) {
+    for (int64_t c = begin; c < end; ++c) {
+      const Chunk& chunk = chunks_[c];
+      for (int64_t g = 0; g < groups; ++g) {
+        kernel(args_[chunk.output * groups + g], chunk.begin, chunk.end);
       }
-      for (int64_t j = 0; j < rows; ++j) {
-        SplitEvenOdd(x + (r0 + j) * in, in, block, x_split_.data() + j * in);
-      }
-      for (GemvArgs& a : args) a.x_split = x_split_.data();
     }
-    auto run_chunks = [&](int64_t begin, int64_t end, int) {
-      for (int64_t c = begin; c < end; ++c) {
-        const Chunk& chunk = chunks_[c];
-        kernel(args[chunk.output], chunk.begin, chunk.end);
-      }
-    };
-    const auto num_chunks = static_cast<int64_t>(chunks_.size());
-    if (parallel) {
-      pool_.ParallelForDynamic(num_chunks, 1, run_chunks);
-    } else {
-      run_chunks(0, num_chunks, 0);
-    }
+  };
+  const auto num_chunks = static_cast<int64_t>(chunks_.size());
+  if (parallel) {
+    pool_.ParallelForDynamic(num_chunks, 1, run_chunks);
+  } else {
+    run_chunks(0, num_chunks, 0);
   }
 }
 

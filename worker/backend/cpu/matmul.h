@@ -1,11 +1,14 @@
 // y[n, out] = x[n, in] · W[out, in]^T (+ bias) on the CPU.
 //
-// Few rows (decode): the GEMV kernels of gemv_kernels.h stream W once per
-// group of up to kGemvMaxRows rows of x, threads splitting W's rows.
-// Many rows (prefill): each thread widens tiles of its share of W's rows to
-// F32 (F32 weights are used in place) and multiplies them with OpenBLAS
-// sgemm, single-threaded per call so that our threads and OpenBLAS's never
-// compete for cores.
+// Up to `kernel_row_limit` rows (decode batches): the kernels of
+// gemv_kernels.h, threads taking chunks of W's rows; each chunk is small
+// enough to stay in the core's L2 while it meets every group of
+// kGemvMaxRows rows of x, so W is read from memory once per product and
+// widened in registers (the AVX-512 kernels run near the FMA peak).
+// More rows (long prefill chunks): each thread widens tiles of its share of
+// W's rows to F32 (F32 weights are used in place) and multiplies them with
+// OpenBLAS sgemm, single-threaded per call so that our threads and
+// OpenBLAS's never compete for cores.
 //
 // Thread-safety: one call at a time per CpuMatMul (it owns scratch).
 #pragma once
@@ -23,7 +26,8 @@ namespace strata::backend::cpu {
 class CpuMatMul {
  public:
   // use_avx512: run the AVX-512 GEMV kernels (only honoured if the CPU has them).
-  CpuMatMul(ThreadPool& pool, bool use_avx512);
+  // kernel_row_limit: rows of x up to which our kernels are used (see above).
+  CpuMatMul(ThreadPool& pool, bool use_avx512, int64_t kernel_row_limit = kKernelRowLimit);
 
   void Run(const float* x, int64_t n, const Weight& w, const float* bias, float* y);
 
@@ -37,8 +41,8 @@ class CpuMatMul {
   };
   void RunMany(const float* x, int64_t n, std::span<const Output> outputs);
 
-  // Rows of x up to which the GEMV path is used.
-  static constexpr int64_t kGemvRowLimit = 8;
+  // Default kernel_row_limit, from strata-matmul-bench on the 1.1B shape.
+  static constexpr int64_t kKernelRowLimit = 64;
 
  private:
   void RunGemv(const float* x, int64_t n, std::span<const Output> outputs);
@@ -46,7 +50,8 @@ class CpuMatMul {
 
   ThreadPool& pool_;
   const bool avx512_;
-  std::vector<float> x_split_;  // [kGemvMaxRows, in]
+  const int64_t kernel_row_limit_;
+  std::vector<float> x_split_;  // [n, in]
   struct Chunk {
     int32_t output;  // index into the outputs of RunGemv
     int64_t begin;   // weight rows [begin, end)
