@@ -18,6 +18,7 @@ void AddGenerateCommand(CLI::App& app, int* exit_code);
 void AddTokenizeCommand(CLI::App& app, int* exit_code);
 void AddDetokenizeCommand(CLI::App& app, int* exit_code);
 void AddInfoCommand(CLI::App& app, int* exit_code);
+void AddHealthCommand(CLI::App& app, int* exit_code);
 void AddClusterCommand(CLI::App& app, int* exit_code);
 
 // Prints "strata: CODE: message" on stderr; returns the exit code (1).

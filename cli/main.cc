@@ -3,6 +3,7 @@
 //   strata tokenize (--server HOST:PORT | --tokenizer FILE_OR_DIR) ["text"] [--json | --jsonl]
 //   strata detokenize --server HOST:PORT 1,2,3
 //   strata info --server HOST:PORT [--json]
+//   strata health --server HOST:PORT [--service NAME] [--wait SECONDS]
 //   strata cluster up --model DIR [--replicas R] [--tp T] [--pp P] [--detach --state-dir DIR]
 //   strata cluster status --state-dir DIR [--json]
 //   strata cluster down --state-dir DIR
@@ -51,6 +52,7 @@ int main(int argc, char** argv) {
   strata::cli::AddTokenizeCommand(app, &exit_code);
   strata::cli::AddDetokenizeCommand(app, &exit_code);
   strata::cli::AddInfoCommand(app, &exit_code);
+  strata::cli::AddHealthCommand(app, &exit_code);
   strata::cli::AddClusterCommand(app, &exit_code);
   try {
     app.parse(argc, argv);

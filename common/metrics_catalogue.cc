@@ -11,10 +11,12 @@ const std::vector<MetricSpec>& Catalogue() {
       {kRouterRequestsTotal, kCounter, kRouter, {"code"},
        "Generate calls finished by the router, by gRPC status code."},
       {kRouterRequestDuration, kHistogram, kRouter, {},
-       "Seconds from the arrival of a Generate call at the router to its end."},
+       "Seconds from the arrival of a Generate call at the router to its end.",
+       LatencyBuckets()},
       {kRouterTimeToFirstToken, kHistogram, kRouter, {},
        "Seconds from the arrival of a Generate call at the router to the first response relayed "
-       "from the backend."},
+       "from the backend.",
+       LatencyBuckets()},
       {kRouterRequestsInFlight, kGauge, kRouter, {},
        "Generate calls being relayed now."},
       {kRouterBackendHealthy, kGauge, kRouter, {"backend"},
@@ -29,16 +31,20 @@ const std::vector<MetricSpec>& Catalogue() {
       {kRequestStageDuration, kHistogram, kBoth, {"stage"},
        "Seconds a Generate call spent in one stage: router_queue and stream (router), "
        "replica_queue, prefill and decode (worker). The stages add up to the router's "
-       "end-to-end duration."},
+       "end-to-end duration.",
+       LatencyBuckets()},
       // Worker.
       {kRequestsTotal, kCounter, kWorker, {"code"},
        "Generate calls finished by the worker, by gRPC status code."},
       {kRequestDuration, kHistogram, kWorker, {},
-       "Seconds from the arrival of a Generate call at the worker to its end."},
+       "Seconds from the arrival of a Generate call at the worker to its end.",
+       LatencyBuckets()},
       {kTimeToFirstToken, kHistogram, kWorker, {},
-       "Seconds from the arrival of a Generate call at the worker to its first generated token."},
+       "Seconds from the arrival of a Generate call at the worker to its first generated token.",
+       LatencyBuckets()},
       {kInterTokenLatency, kHistogram, kWorker, {},
-       "Seconds per generated token after the first one."},
+       "Seconds per generated token after the first one.",
+       LatencyBuckets()},
       {kGenerationTokens, kCounter, kWorker, {},
        "Tokens generated and streamed to clients."},
       {kPromptTokens, kCounter, kWorker, {},
@@ -67,6 +73,16 @@ const std::vector<MetricSpec>& Catalogue() {
        "Running requests evicted to free KV cache blocks (they run again later)."},
       {kEngineSteps, kCounter, kWorker, {},
        "Forward steps the engine has run."},
+      {kEngineStepDuration, kHistogram, kWorker, {},
+       "Seconds of wall time per engine step, from its launch (batch built, model called) to "
+       "its completion (logits sampled); pipelined steps overlap.",
+       StepDurationBuckets()},
+      {kEngineBatchTokens, kHistogram, kWorker, {},
+       "Tokens per engine step: decode tokens plus prefill chunks.",
+       BatchSizeBuckets()},
+      {kEngineBatchSequences, kHistogram, kWorker, {},
+       "Sequences per engine step.",
+       BatchSizeBuckets()},
       {kModelLoaded, kGauge, kWorker, {},
        "1 once the model is loaded and the worker serves."},
       {kReplicaRanksExpected, kGauge, kWorker, {},
@@ -98,6 +114,22 @@ const std::vector<double>& LatencyBuckets() {
   static const std::vector<double>* const kBuckets =
       new std::vector<double>{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,   0.25,  0.5,  1.0,
                               2.5,   5.0,    10.0,  20.0, 30.0,  60.0, 120.0, 300.0, 600.0};
+  return *kBuckets;
+}
+
+const std::vector<double>& StepDurationBuckets() {
+  static const std::vector<double>* const kBuckets =
+      new std::vector<double>{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                              0.1,    0.25,    0.5,    1.0,   2.5,    5.0,   10.0, 30.0,  60.0};
+  return *kBuckets;
+}
+
+const std::vector<double>& BatchSizeBuckets() {
+  static const std::vector<double>* const kBuckets = [] {
+    auto* buckets = new std::vector<double>;
+    for (double bound = 1; bound <= 8192; bound *= 2) buckets->push_back(bound);
+    return buckets;
+  }();
   return *kBuckets;
 }
 

@@ -50,6 +50,9 @@ inline constexpr char kPrefixCacheQueries[] = "strata_prefix_cache_queries_token
 inline constexpr char kPrefixCacheHits[] = "strata_prefix_cache_hits_tokens_total";
 inline constexpr char kPreemptions[] = "strata_preemptions_total";
 inline constexpr char kEngineSteps[] = "strata_engine_steps_total";
+inline constexpr char kEngineStepDuration[] = "strata_engine_step_duration_seconds";
+inline constexpr char kEngineBatchTokens[] = "strata_engine_batch_tokens";
+inline constexpr char kEngineBatchSequences[] = "strata_engine_batch_sequences";
 inline constexpr char kModelLoaded[] = "strata_model_loaded";
 inline constexpr char kReplicaRanksExpected[] = "strata_replica_ranks_expected";
 inline constexpr char kReplicaRanksReady[] = "strata_replica_ranks_ready";
@@ -73,6 +76,17 @@ inline constexpr char kPhaseTpCollective[] = "tp_collective";
 inline constexpr char kPhasePpTransfer[] = "pp_transfer";
 inline constexpr char kPhaseIdle[] = "idle";
 
+// Label values of kRankCollectiveErrors's "op": the Communicator call that
+// failed.
+inline constexpr char kOpAllReduce[] = "all_reduce";
+inline constexpr char kOpAllGather[] = "all_gather";
+inline constexpr char kOpBroadcast[] = "broadcast";
+inline constexpr char kOpSend[] = "send";
+inline constexpr char kOpRecv[] = "recv";
+inline constexpr char kOpBarrier[] = "barrier";
+inline constexpr const char* kCollectiveOps[] = {kOpAllReduce, kOpAllGather, kOpBroadcast,
+                                                 kOpSend,      kOpRecv,      kOpBarrier};
+
 // gRPC metadata key that carries a request's id from router to leader to ranks.
 inline constexpr char kRequestIdMetadataKey[] = "x-request-id";
 // Trailing metadata key: seconds the worker spent on a Generate call (arrival
@@ -88,6 +102,9 @@ struct MetricSpec {
   Component component;
   std::vector<std::string_view> labels;  // bounded sets only
   std::string_view help;
+  // Histograms: the buckets' upper bounds, ascending (+Inf is implied). Empty
+  // for counters and gauges.
+  std::vector<double> buckets = {};
 };
 
 // Every family, in docs/metrics.md order.
@@ -96,8 +113,14 @@ const std::vector<MetricSpec>& Catalogue();
 // The entry named `name`; nullptr if none.
 const MetricSpec* FindMetric(std::string_view name);
 
-// Bucket bounds in seconds for every latency histogram: 1 ms to 10 minutes.
+// Bucket bounds in seconds for every request latency histogram: 1 ms to 10 minutes.
 const std::vector<double>& LatencyBuckets();
+
+// Bucket bounds in seconds for engine step durations: 100 us to 60 s.
+const std::vector<double>& StepDurationBuckets();
+
+// Bucket bounds for per-step batch sizes (tokens, sequences): 1, 2, 4, ..., 8192.
+const std::vector<double>& BatchSizeBuckets();
 
 std::string_view MetricTypeName(MetricType type);     // "counter", "gauge", "histogram"
 std::string_view ComponentName(Component component);  // "router", "worker", "rank", "both"

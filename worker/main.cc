@@ -26,6 +26,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "CLI/CLI.hpp"
@@ -224,6 +225,8 @@ int main(int argc, char** argv) {
   }
 
   strata::service::WorkerMetrics metrics;
+  // Every rank exports its collective errors, 0 while healthy.
+  metrics.ExportCollectiveErrors(rank);
   std::unique_ptr<prometheus::Exposer> exposer;
   std::string bound_metrics_address = "off";
   if (!metrics_address.empty()) {
@@ -302,6 +305,10 @@ int main(int argc, char** argv) {
       replica.bootstrap = *bootstrap;
       replica.model = options.model;
       replica.kv_cache_memory_bytes = options.kv_cache_memory_bytes;
+      // The process exits soon after a failure; the count is right while it lives.
+      replica.on_collective_error = [&metrics, rank](std::string_view op, const absl::Status&) {
+        metrics.RecordCollectiveError(rank, op);
+      };
       absl::StatusOr<std::unique_ptr<strata::distributed::ReplicaRank>> started =
           strata::distributed::ReplicaRank::Start(replica);
       if (!started.ok()) {

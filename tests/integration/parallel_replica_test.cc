@@ -76,6 +76,29 @@ TEST(ParallelReplicaTest, GreedyOutputsMatchTheReferenceForEveryTpAndPp) {
             MetricValue(*exposition, absl::StrCat("strata_rank_weight_bytes{rank=\"", rank, "\"}"));
         ASSERT_TRUE(weights.has_value()) << "rank " << rank;
         EXPECT_GT(*weights, 0.0);
+        // A healthy replica: every op's collective errors at 0, on every rank.
+        for (const char* op :
+             {"all_reduce", "all_gather", "broadcast", "send", "recv", "barrier"}) {
+          const std::optional<double> errors =
+              MetricValue(*exposition, absl::StrCat("strata_rank_collective_errors_total{op=\"", op,
+                                                    "\",rank=\"", rank, "\"}"));
+          ASSERT_TRUE(errors.has_value()) << "rank " << rank << " op " << op;
+          EXPECT_EQ(*errors, 0.0) << "rank " << rank << " op " << op;
+        }
+      }
+      // The leader's engine observed each step it ran once, in every step histogram.
+      absl::StatusOr<std::string> leader_exposition =
+          HttpGet(replica->ranks[0].metrics_address, "/metrics");
+      ASSERT_TRUE(leader_exposition.ok()) << leader_exposition.status();
+      const std::optional<double> steps =
+          MetricValue(*leader_exposition, "strata_engine_steps_total");
+      ASSERT_TRUE(steps.has_value());
+      EXPECT_GT(*steps, 0.0);
+      for (const char* histogram :
+           {"strata_engine_step_duration_seconds", "strata_engine_batch_tokens",
+            "strata_engine_batch_sequences"}) {
+        EXPECT_EQ(MetricValue(*leader_exposition, absl::StrCat(histogram, "_count")), steps)
+            << histogram;
       }
       // A clean stop: the leader tells its followers, and every rank exits 0.
       replica->ranks[0].process->Signal(SIGTERM);

@@ -194,6 +194,31 @@ TEST_F(LiveMetricsTest, WorkerExportsGatewayInferenceExtensionSignals) {
   EXPECT_GT(MetricValue(exposition, "strata_rank_kv_cache_bytes{rank=\"0\"}").value_or(0), 0);
 }
 
+TEST_F(LiveMetricsTest, WorkerExportsEngineStepHistogramsAndHealthyCollectiveErrors) {
+  const std::string exposition = Scrape(*worker_);
+  const std::optional<double> steps = MetricValue(exposition, metrics::kEngineSteps);
+  ASSERT_TRUE(steps.has_value());
+  EXPECT_GT(*steps, 0.0);
+  // Every step the engine ran, once in each histogram (the worker is idle now).
+  for (const char* histogram : {metrics::kEngineStepDuration, metrics::kEngineBatchTokens,
+                                metrics::kEngineBatchSequences}) {
+    SCOPED_TRACE(histogram);
+    EXPECT_EQ(MetricValue(exposition, absl::StrCat(histogram, "_count")), steps);
+    EXPECT_EQ(MetricValue(exposition, absl::StrCat(histogram, "_bucket{le=\"+Inf\"}")), steps);
+    EXPECT_GT(MetricValue(exposition, absl::StrCat(histogram, "_sum")).value_or(0), 0.0);
+  }
+  // At least one token and one sequence per step.
+  EXPECT_GE(*MetricValue(exposition, absl::StrCat(metrics::kEngineBatchTokens, "_sum")),
+            *MetricValue(exposition, absl::StrCat(metrics::kEngineBatchSequences, "_sum")));
+  EXPECT_GE(*MetricValue(exposition, absl::StrCat(metrics::kEngineBatchSequences, "_sum")), *steps);
+  for (const char* op : metrics::kCollectiveOps) {
+    EXPECT_EQ(MetricValue(exposition, absl::StrCat(metrics::kRankCollectiveErrors, "{op=\"", op,
+                                                   "\",rank=\"0\"}")),
+              0.0)
+        << op;
+  }
+}
+
 TEST_F(LiveMetricsTest, StageMeansAddUpToTheEndToEndMean) {
   const std::string exposition = Scrape(*router_) + Scrape(*worker_);
   const double requests = kRequests + 1;

@@ -3,6 +3,7 @@
 // registering only catalogue families with the catalogue's types and labels.
 #include "common/metrics_catalogue.h"
 
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -47,7 +48,19 @@ TEST(MetricsCatalogueTest, NamesArePrefixedUniqueAndFollowPrometheusConventions)
     const bool ends_in_total = spec.name.ends_with("_total");
     EXPECT_EQ(ends_in_total, spec.type == MetricType::kCounter);
     if (spec.type == MetricType::kHistogram) {
-      EXPECT_TRUE(spec.name.ends_with("_seconds"));
+      // A unit: seconds, or what a batch size counts.
+      EXPECT_TRUE(spec.name.ends_with("_seconds") || spec.name.ends_with("_tokens") ||
+                  spec.name.ends_with("_sequences"));
+      ASSERT_FALSE(spec.buckets.empty());
+      for (size_t i = 1; i < spec.buckets.size(); ++i) {
+        EXPECT_LT(spec.buckets[i - 1], spec.buckets[i]);
+      }
+      // Request latencies share one set of buckets; engine steps have their own.
+      if (!spec.name.starts_with("strata_engine_")) {
+        EXPECT_EQ(spec.buckets, LatencyBuckets());
+      }
+    } else {
+      EXPECT_TRUE(spec.buckets.empty());
     }
     EXPECT_EQ(FindMetric(spec.name), &spec);
   }
@@ -70,6 +83,20 @@ TEST(MetricsCatalogueTest, LatencyBucketsSpanOneMillisecondToTenMinutes) {
   EXPECT_DOUBLE_EQ(buckets.front(), 0.001);
   EXPECT_DOUBLE_EQ(buckets.back(), 600.0);
   for (size_t i = 1; i < buckets.size(); ++i) EXPECT_LT(buckets[i - 1], buckets[i]);
+}
+
+TEST(MetricsCatalogueTest, EngineStepBucketsSpanTheirRanges) {
+  const std::vector<double>& step = StepDurationBuckets();
+  ASSERT_GE(step.size(), 10u);
+  EXPECT_DOUBLE_EQ(step.front(), 0.0001);
+  EXPECT_DOUBLE_EQ(step.back(), 60.0);
+  for (size_t i = 1; i < step.size(); ++i) EXPECT_LT(step[i - 1], step[i]);
+  const std::vector<double>& batch = BatchSizeBuckets();
+  ASSERT_EQ(batch.size(), 14u);
+  for (size_t i = 0; i < batch.size(); ++i) EXPECT_DOUBLE_EQ(batch[i], double(1 << i));
+  EXPECT_EQ(FindMetric(kEngineStepDuration)->buckets, step);
+  EXPECT_EQ(FindMetric(kEngineBatchTokens)->buckets, batch);
+  EXPECT_EQ(FindMetric(kEngineBatchSequences)->buckets, batch);
 }
 
 TEST(MetricsCatalogueTest, DocsListEveryFamilyWithItsTypeAndLabels) {
@@ -126,14 +153,19 @@ void ExpectFamiliesInCatalogue(const std::vector<prometheus::MetricFamily>& fami
     EXPECT_EQ(type, spec->type);
     EXPECT_EQ(family.help, spec->help);
     for (const prometheus::ClientMetric& metric : family.metric) {
-      std::vector<std::string_view> labels;
+      // Label order carries no meaning (exporters sort them): compare sets.
+      std::set<std::string_view> labels;
       for (const prometheus::ClientMetric::Label& label : metric.label) {
-        labels.push_back(label.name);
+        labels.insert(label.name);
       }
-      EXPECT_EQ(Join(labels), Join(spec->labels));
+      EXPECT_EQ(labels, std::set<std::string_view>(spec->labels.begin(), spec->labels.end()));
       if (type == MetricType::kHistogram) {
-        ASSERT_EQ(metric.histogram.bucket.size(), LatencyBuckets().size() + 1);
-        EXPECT_DOUBLE_EQ(metric.histogram.bucket.front().upper_bound, 0.001);
+        // The catalogue's bounds, then +Inf.
+        ASSERT_EQ(metric.histogram.bucket.size(), spec->buckets.size() + 1);
+        for (size_t i = 0; i < spec->buckets.size(); ++i) {
+          EXPECT_DOUBLE_EQ(metric.histogram.bucket[i].upper_bound, spec->buckets[i]);
+        }
+        EXPECT_TRUE(std::isinf(metric.histogram.bucket.back().upper_bound));
       }
     }
   }
@@ -143,6 +175,7 @@ TEST(MetricsCatalogueTest, WorkerAndRouterRegisterOnlyCatalogueFamilies) {
   std::set<std::string> seen;
   service::WorkerMetrics worker;
   worker.SetRankMemory(0, 1000, 2000);
+  worker.ExportCollectiveErrors(0);
   worker.RecordRequestFinished("OK", {0.1, 0.2, 0.3});
   ExpectFamiliesInCatalogue(worker.registry()->Collect(), seen);
   ExpectFamiliesInCatalogue(worker.engine_collector()->Collect(), seen);
@@ -153,11 +186,10 @@ TEST(MetricsCatalogueTest, WorkerAndRouterRegisterOnlyCatalogueFamilies) {
   router.BackendHealthy("127.0.0.1:1").Set(1);
   router.BackendInFlight("127.0.0.1:1").Set(0);
   ExpectFamiliesInCatalogue(router.registry()->Collect(), seen);
-  // Router and worker families are all exported; rank step and collective
-  // families wait for ranks that run as their own processes.
+  // Router and worker families are all exported; rank step seconds need a
+  // model, and the cache info an engine.
   for (const MetricSpec& spec : Catalogue()) {
-    if (spec.name == kRankStepSeconds || spec.name == kRankCollectiveErrors ||
-        spec.name == kKvCacheConfigInfo) {
+    if (spec.name == kRankStepSeconds || spec.name == kKvCacheConfigInfo) {
       continue;
     }
     EXPECT_TRUE(seen.contains(std::string(spec.name))) << spec.name << " is never exported";

@@ -216,7 +216,8 @@ TEST(DashboardsTest, CoverTheFleetAndReplicaSignals) {
         metrics::kRequestsRunning, metrics::kRequestsWaiting, metrics::kKvCacheUsage,
         metrics::kPrefixCacheHits, metrics::kRouterBackendHealthy, metrics::kRouterRetriesTotal,
         metrics::kRouterRejectionsTotal, metrics::kRequestStageDuration, metrics::kRankStepSeconds,
-        metrics::kPreemptions, metrics::kEngineSteps}) {
+        metrics::kPreemptions, metrics::kEngineStepDuration, metrics::kEngineBatchTokens,
+        metrics::kEngineBatchSequences, metrics::kRankCollectiveErrors}) {
     EXPECT_THAT(all, ::testing::HasSubstr(name));
   }
 }

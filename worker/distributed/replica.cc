@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/hash.h"
+#include "common/metrics_catalogue.h"
 #include "common/process_memory.h"
 #include "common/status_macros.h"
 #include "spdlog/spdlog.h"
@@ -37,6 +38,35 @@ std::string FolderName(const std::string& model_dir) {
 }
 
 }  // namespace
+
+absl::Status FailureReportingCommunicator::Report(const char* op, absl::Status status) const {
+  if (!status.ok() && on_error_) on_error_(op, status);
+  return status;
+}
+
+absl::Status FailureReportingCommunicator::AllReduceSum(float* data, size_t n) {
+  return Report(metrics::kOpAllReduce, inner_.AllReduceSum(data, n));
+}
+
+absl::Status FailureReportingCommunicator::AllGather(const float* in, size_t n, float* out) {
+  return Report(metrics::kOpAllGather, inner_.AllGather(in, n, out));
+}
+
+absl::Status FailureReportingCommunicator::Broadcast(void* data, size_t bytes, int root) {
+  return Report(metrics::kOpBroadcast, inner_.Broadcast(data, bytes, root));
+}
+
+absl::Status FailureReportingCommunicator::Send(const void* data, size_t bytes, int peer) {
+  return Report(metrics::kOpSend, inner_.Send(data, bytes, peer));
+}
+
+absl::Status FailureReportingCommunicator::Recv(void* data, size_t bytes, int peer) {
+  return Report(metrics::kOpRecv, inner_.Recv(data, bytes, peer));
+}
+
+absl::Status FailureReportingCommunicator::Barrier() {
+  return Report(metrics::kOpBarrier, inner_.Barrier());
+}
 
 absl::StatusOr<parallel::RankIdentity> ModelIdentity(const model::LoadOptions& options, int tp,
                                                      int pp) {
@@ -89,6 +119,17 @@ absl::StatusOr<std::unique_ptr<ReplicaRank>> ReplicaRank::Start(const ReplicaOpt
                rank->shard_.DebugString(), bootstrap.leader_address);
   STRATA_ASSIGN_OR_RETURN(rank->session_, parallel::BootstrapSession::Start(bootstrap, identity));
   STRATA_ASSIGN_OR_RETURN(rank->groups_, parallel::ConnectGlooGroups(*rank->session_));
+  const auto wrap = [&rank, &options](parallel::Communicator* inner) -> parallel::Communicator* {
+    if (inner == nullptr) return nullptr;
+    rank->reporting_.push_back(
+        std::make_unique<FailureReportingCommunicator>(*inner, options.on_collective_error));
+    return rank->reporting_.back().get();
+  };
+  rank->world_ = wrap(&rank->groups_->world());
+  rank->tensor_parallel_ = wrap(&rank->groups_->tensor_parallel());
+  rank->previous_stage_ = wrap(rank->groups_->previous_stage());
+  rank->next_stage_ = wrap(rank->groups_->next_stage());
+  rank->logits_link_ = wrap(rank->groups_->logits_link());
 
   // KV cache: block ids are the leader's, shared by every rank, so the
   // replica has as many blocks as its most constrained rank can hold.
@@ -114,15 +155,15 @@ absl::StatusOr<std::unique_ptr<ReplicaRank>> ReplicaRank::Start(const ReplicaOpt
   const int world = rank->parallel_.world_size();
   float mine = static_cast<float>(local_blocks);
   std::vector<float> all(world);
-  STRATA_RETURN_IF_ERROR(rank->groups_->world().AllGather(&mine, 1, all.data()));
+  STRATA_RETURN_IF_ERROR(rank->world_->AllGather(&mine, 1, all.data()));
   const auto replica_blocks = static_cast<int32_t>(*std::min_element(all.begin(), all.end()));
 
   model::LoadOptions load = options.model;
   load.kv_num_blocks = replica_blocks;
   load.shard = rank->shard_;
-  load.links.tensor_parallel = &rank->groups_->tensor_parallel();
-  load.links.previous_stage = rank->groups_->previous_stage();
-  load.links.next_stage = rank->groups_->next_stage();
+  load.links.tensor_parallel = rank->tensor_parallel_;
+  load.links.previous_stage = rank->previous_stage_;
+  load.links.next_stage = rank->next_stage_;
   STRATA_ASSIGN_OR_RETURN(rank->model_, model::Model::Load(load));
   spdlog::info(
       "rank {}: shard loaded: {} of weights ({} bytes), KV cache {} blocks; resident memory {}",
@@ -180,7 +221,7 @@ absl::Status ReplicaRank::RunFollower() {
   // next micro-batch never waits for this rank to finish the current one
   // (that would serialise the pipeline stages).
   auto queue = std::make_shared<PlanQueue>();
-  parallel::Communicator* world = &groups_->world();
+  parallel::Communicator* world = world_;
   plan_receiver_ = std::thread([queue, world] {
     while (true) {
       absl::StatusOr<StepPlan> plan = ReceivePlan(*world);
@@ -190,7 +231,7 @@ absl::Status ReplicaRank::RunFollower() {
       if (last) return;
     }
   });
-  parallel::Communicator* logits_link = groups_->logits_link();
+  parallel::Communicator* logits_link = logits_link_;
   std::vector<float> logits;
   while (true) {
     absl::StatusOr<StepPlan> plan = queue->Pop();
@@ -233,7 +274,7 @@ class LeaderModel final : public model::Model {
     // Followers exit cleanly instead of reporting a lost leader.
     std::lock_guard<std::mutex> world_lock(world_mu_);
     if (Broken().ok()) {
-      absl::Status status = BroadcastPlan(rank_->groups_->world(), PlanKind::kShutdown, nullptr);
+      absl::Status status = BroadcastPlan(*rank_->world_, PlanKind::kShutdown, nullptr);
       if (!status.ok())
         spdlog::warn("shutting the replica down: {}", std::string(status.message()));
     }
@@ -255,7 +296,7 @@ class LeaderModel final : public model::Model {
     }
     std::lock_guard<std::mutex> lock(world_mu_);
     STRATA_RETURN_IF_ERROR(Broken());
-    absl::Status status = BroadcastPlan(rank_->groups_->world(), PlanKind::kForward, &batch);
+    absl::Status status = BroadcastPlan(*rank_->world_, PlanKind::kForward, &batch);
     if (status.ok()) status = rank_->model_->Forward(batch, logits);
     last_plan_ = absl::Now();
     if (!status.ok()) Break(status);
@@ -266,7 +307,7 @@ class LeaderModel final : public model::Model {
     std::lock_guard<std::mutex> lock(world_mu_);
     STRATA_RETURN_IF_ERROR(Broken());
     std::vector<float> no_logits;  // the first stage hands activations on
-    absl::Status status = BroadcastPlan(rank_->groups_->world(), PlanKind::kForward, &batch);
+    absl::Status status = BroadcastPlan(*rank_->world_, PlanKind::kForward, &batch);
     if (status.ok()) status = rank_->model_->Forward(batch, no_logits);
     last_plan_ = absl::Now();
     if (!status.ok()) {
@@ -312,7 +353,7 @@ class LeaderModel final : public model::Model {
   // Receives the logits of each batch in flight, in launch order.
   void ReceiveLoop() {
     const int64_t vocab = rank_->model_->config().vocab_size;
-    parallel::Communicator& link = *rank_->groups_->logits_link();
+    parallel::Communicator& link = *rank_->logits_link_;
     while (true) {
       int32_t rows = 0;
       {
@@ -351,7 +392,7 @@ class LeaderModel final : public model::Model {
       }
       std::lock_guard<std::mutex> world_lock(world_mu_);
       if (absl::Now() - last_plan_ < heartbeat_period_) continue;
-      absl::Status status = BroadcastPlan(rank_->groups_->world(), PlanKind::kHeartbeat, nullptr);
+      absl::Status status = BroadcastPlan(*rank_->world_, PlanKind::kHeartbeat, nullptr);
       last_plan_ = absl::Now();
       if (!status.ok()) {
         Break(status);

@@ -25,7 +25,10 @@
 // timeout) breaks the replica: the leader's Forward fails from then on and
 // the failure callback runs once (the worker then reports NOT_SERVING and
 // exits non-zero); RunFollower returns the error (the worker exits non-zero).
-// The messages name the lost rank when the communicator could tell.
+// The messages name the lost rank when the communicator could tell. Every
+// failed Communicator call of the rank (start-up's included) is also reported
+// to ReplicaOptions::on_collective_error with its op, for
+// strata_rank_collective_errors_total.
 //
 // Thread-safety: LeaderModel::Forward is called from the engine's step thread;
 // the heartbeat runs on its own thread; a mutex serialises their use of the
@@ -36,7 +39,9 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -47,6 +52,35 @@
 
 namespace strata::distributed {
 
+// Told of each failed Communicator call: its op (a metrics::kOp* label value:
+// "all_reduce", "all_gather", "broadcast", "send", "recv", "barrier") and the
+// error. Runs on the failing thread; must be thread-safe and must not block.
+using CollectiveErrorCallback = std::function<void(std::string_view op, const absl::Status&)>;
+
+// A Communicator that forwards every call to `inner` and reports each call
+// that fails to `on_error` (when set). Thread-safety: as `inner`.
+class FailureReportingCommunicator final : public parallel::Communicator {
+ public:
+  // REQUIRES: `inner` outlives this object.
+  FailureReportingCommunicator(parallel::Communicator& inner, CollectiveErrorCallback on_error)
+      : inner_(inner), on_error_(std::move(on_error)) {}
+
+  const parallel::GroupSpec& group() const override { return inner_.group(); }
+  int rank() const override { return inner_.rank(); }
+  absl::Status AllReduceSum(float* data, size_t n) override;
+  absl::Status AllGather(const float* in, size_t n, float* out) override;
+  absl::Status Broadcast(void* data, size_t bytes, int root) override;
+  absl::Status Send(const void* data, size_t bytes, int peer) override;
+  absl::Status Recv(void* data, size_t bytes, int peer) override;
+  absl::Status Barrier() override;
+
+ private:
+  absl::Status Report(const char* op, absl::Status status) const;
+
+  parallel::Communicator& inner_;
+  const CollectiveErrorCallback on_error_;
+};
+
 struct ReplicaOptions {
   parallel::BootstrapConfig bootstrap;
   // What to load (folder, random weights, dtype, KV block size and count,
@@ -54,6 +88,8 @@ struct ReplicaOptions {
   model::LoadOptions model;
   // KV cache bytes per rank (0: model.kv_num_blocks, or the default).
   uint64_t kv_cache_memory_bytes = 0;
+  // Failed collectives and transfers of this rank (optional).
+  CollectiveErrorCallback on_collective_error;
 };
 
 // Identifies the weights a rank serves, for the bootstrap handshake: the
@@ -98,6 +134,14 @@ class ReplicaRank {
   // the communicators before the session (store) they were built on.
   std::unique_ptr<parallel::BootstrapSession> session_;
   std::unique_ptr<parallel::CommunicatorGroups> groups_;
+  // groups_' communicators wrapped to report failures; every use goes
+  // through these. Null where groups_ has no such link.
+  std::vector<std::unique_ptr<FailureReportingCommunicator>> reporting_;
+  parallel::Communicator* world_ = nullptr;
+  parallel::Communicator* tensor_parallel_ = nullptr;
+  parallel::Communicator* previous_stage_ = nullptr;
+  parallel::Communicator* next_stage_ = nullptr;
+  parallel::Communicator* logits_link_ = nullptr;
   std::unique_ptr<model::Model> model_;
   std::thread plan_receiver_;  // followers: receives plans on the world group
 };

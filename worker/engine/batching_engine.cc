@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/metrics_catalogue.h"
 #include "spdlog/spdlog.h"
 #include "worker/engine/check.h"
 
@@ -39,7 +40,10 @@ BatchingEngine::BatchingEngine(std::unique_ptr<model::Model> model,
     : model_(std::move(model)),
       tokenizer_(std::move(tokenizer)),
       scheduler_(options, model_->kv_num_blocks(), model_->kv_block_size()),
-      max_running_sequences_(options.max_running_sequences) {
+      max_running_sequences_(options.max_running_sequences),
+      step_seconds_(metrics::StepDurationBuckets()),
+      step_tokens_(metrics::BatchSizeBuckets()),
+      step_sequences_(metrics::BatchSizeBuckets()) {
   limits_.vocab_size = model_->config().vocab_size;
   limits_.max_context = model_->config().max_position_embeddings;
   limits_.kv_capacity_tokens =
@@ -48,6 +52,9 @@ BatchingEngine::BatchingEngine(std::unique_ptr<model::Model> model,
     absl::MutexLock lock(&mu_);
     stats_.kv_blocks_total = scheduler_.blocks().num_total();
     stats_.kv_blocks_free = scheduler_.blocks().num_free();
+    stats_.step_seconds = step_seconds_;
+    stats_.step_tokens = step_tokens_;
+    stats_.step_sequences = step_sequences_;
   }
   step_thread_ = std::thread([this] { StepLoop(); });
 }
@@ -216,6 +223,9 @@ void BatchingEngine::LaunchStep(const std::vector<ScheduledChunk>& chunks) {
     step.wants_logits.push_back(entry.wants_logits);
   }
   step.logit_rows = batch.NumLogitRows();
+  step.launched_at = now;
+  step_tokens_.Observe(batch.num_tokens());
+  step_sequences_.Observe(static_cast<double>(chunks.size()));
   // A model that runs one batch at a time computes it here; a pipelined one
   // starts it, and CompleteStep collects the logits.
   step.status = model_->max_batches_in_flight() > 1 ? model_->StartForward(batch)
@@ -228,6 +238,12 @@ void BatchingEngine::LaunchStep(const std::vector<ScheduledChunk>& chunks) {
 void BatchingEngine::CompleteStep(std::vector<Delivery>& deliveries) {
   InFlightStep step = std::move(in_flight_.front());
   in_flight_.pop_front();
+  FinishStep(step, deliveries);
+  step_seconds_.Observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - step.launched_at).count());
+}
+
+void BatchingEngine::FinishStep(InFlightStep& step, std::vector<Delivery>& deliveries) {
   absl::Status status = step.status;
   if (step.started) status = model_->FinishForward(step.logits);
   const int32_t vocab = limits_.vocab_size;
@@ -334,6 +350,9 @@ void BatchingEngine::Deliver(std::vector<Delivery>& deliveries) {
     stats_.prompt_tokens = prompt_tokens_;
     stats_.generated_tokens = generated_tokens_;
     stats_.steps = steps_;
+    stats_.step_seconds = step_seconds_;
+    stats_.step_tokens = step_tokens_;
+    stats_.step_sequences = step_sequences_;
   }
   retired_ids_.clear();
   for (Delivery& delivery : deliveries) (*delivery.callback)(std::move(delivery.output));

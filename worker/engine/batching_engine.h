@@ -82,6 +82,7 @@ class BatchingEngine final : public Engine {
     absl::Status status;        // of Forward or StartForward
     bool started = false;       // StartForward succeeded: FinishForward gives the logits
     std::vector<float> logits;  // [logit_rows, vocab]
+    std::chrono::steady_clock::time_point launched_at;
   };
 
   void StepLoop();
@@ -89,8 +90,10 @@ class BatchingEngine final : public Engine {
   // (StartForward, when the model pipelines); queues it in in_flight_.
   void LaunchStep(const std::vector<ScheduledChunk>& chunks);
   // Collects the oldest step's logits and samples; finished sequences are
-  // retired into `deliveries`.
+  // retired into `deliveries`. Records the step's duration.
   void CompleteStep(std::vector<Delivery>& deliveries);
+  // CompleteStep's work on `step`, taken off in_flight_.
+  void FinishStep(InFlightStep& step, std::vector<Delivery>& deliveries);
   // Puts when the sequence was first scheduled on its first output.
   static void ReportFirstScheduled(Sequence& sequence, GenerationOutput& output);
   // Retires cancelled sequences that no running step holds.
@@ -129,6 +132,10 @@ class BatchingEngine final : public Engine {
   uint64_t prompt_tokens_ = 0;
   uint64_t generated_tokens_ = 0;
   uint64_t cached_tokens_ = 0;
+  // Per step, published to Stats() by Deliver: wall time, tokens, sequences.
+  HistogramCounts step_seconds_;
+  HistogramCounts step_tokens_;
+  HistogramCounts step_sequences_;
 
   std::thread step_thread_;
 };

@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -28,6 +29,28 @@ struct ModelConfig;
 }
 
 namespace strata::engine {
+
+// Observations of one quantity as bucket counts: what a Prometheus histogram
+// holds, without the exporter (the engine stays free of it).
+struct HistogramCounts {
+  std::vector<double> upper_bounds;     // ascending; a last bucket above them is implied
+  std::vector<uint64_t> bucket_counts;  // [upper_bounds.size() + 1], per bucket, not cumulative
+  uint64_t count = 0;
+  double sum = 0.0;
+
+  HistogramCounts() = default;
+  explicit HistogramCounts(std::vector<double> bounds)
+      : upper_bounds(std::move(bounds)), bucket_counts(upper_bounds.size() + 1, 0) {}
+
+  // Counts `value` in the first bucket whose bound is >= value (Prometheus' "le").
+  void Observe(double value) {
+    size_t bucket = 0;
+    while (bucket < upper_bounds.size() && value > upper_bounds[bucket]) ++bucket;
+    ++bucket_counts[bucket];
+    ++count;
+    sum += value;
+  }
+};
 
 // A snapshot. A request's resources are released, and these counts updated,
 // before its last output is delivered.
@@ -55,6 +78,14 @@ struct EngineStats {
   // used first, at most KvBlockManager::kMaxReportedPrefixHashes. Empty when
   // the engine does not report them.
   std::vector<uint64_t> prefix_block_hashes;
+  // Per engine step, with the catalogue's buckets (common/metrics_catalogue.h;
+  // empty bounds when the engine does not report them): its wall time from
+  // launch to completion, observed as each step completes (failed ones
+  // included), and its size, observed as it is launched (so their count is
+  // `steps`).
+  HistogramCounts step_seconds;
+  HistogramCounts step_tokens;
+  HistogramCounts step_sequences;
 };
 
 class Engine {

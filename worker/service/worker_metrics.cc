@@ -1,6 +1,8 @@
 #include "worker/service/worker_metrics.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <limits>
 #include <string>
 #include <utility>
 
@@ -43,6 +45,27 @@ prometheus::MetricFamily CounterFamily(const char* name, double value) {
   return family;
 }
 
+// A histogram family from bucket counts; the catalogue's buckets with zero
+// counts when `counts` has none (no engine yet).
+prometheus::MetricFamily HistogramFamily(const char* name, const engine::HistogramCounts& counts) {
+  prometheus::MetricFamily family = Family(name, prometheus::MetricType::Histogram);
+  prometheus::ClientMetric metric;
+  const bool empty = counts.upper_bounds.empty();
+  const std::vector<double>& bounds = empty ? Spec(name).buckets : counts.upper_bounds;
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i <= bounds.size(); ++i) {
+    if (!empty && i < counts.bucket_counts.size()) cumulative += counts.bucket_counts[i];
+    prometheus::ClientMetric::Bucket bucket;
+    bucket.cumulative_count = cumulative;
+    bucket.upper_bound = i < bounds.size() ? bounds[i] : std::numeric_limits<double>::infinity();
+    metric.histogram.bucket.push_back(bucket);
+  }
+  metric.histogram.sample_count = empty ? 0 : counts.count;
+  metric.histogram.sample_sum = empty ? 0.0 : counts.sum;
+  family.metric.push_back(std::move(metric));
+  return family;
+}
+
 template <typename Builder>
 auto& Register(Builder builder, const char* name, prometheus::Registry& registry) {
   return builder.Name(name).Help(std::string(Spec(name).help)).Register(registry);
@@ -75,6 +98,9 @@ std::vector<prometheus::MetricFamily> EngineStatsCollector::Collect() const {
       CounterFamily(metrics::kPrefixCacheHits, static_cast<double>(stats.prefix_cache_hits)),
       CounterFamily(metrics::kPreemptions, static_cast<double>(stats.preemptions)),
       CounterFamily(metrics::kEngineSteps, static_cast<double>(stats.steps)),
+      HistogramFamily(metrics::kEngineStepDuration, stats.step_seconds),
+      HistogramFamily(metrics::kEngineBatchTokens, stats.step_tokens),
+      HistogramFamily(metrics::kEngineBatchSequences, stats.step_sequences),
       GaugeFamily(metrics::kModelLoaded, engine != nullptr ? 1.0 : 0.0),
       GaugeFamily(metrics::kReplicaRanksExpected, ranks_.load()),
       // Ranks of a replica run in this process today: all are ready once the
@@ -151,6 +177,8 @@ WorkerMetrics::WorkerMetrics()
       rank_weight_bytes_(Register(prometheus::BuildGauge(), metrics::kRankWeightBytes, *registry_)),
       rank_kv_cache_bytes_(
           Register(prometheus::BuildGauge(), metrics::kRankKvCacheBytes, *registry_)),
+      rank_collective_errors_(
+          Register(prometheus::BuildCounter(), metrics::kRankCollectiveErrors, *registry_)),
       engine_collector_(std::make_shared<EngineStatsCollector>()),
       rank_step_collector_(std::make_shared<RankStepCollector>()) {
   // Pre-create the common codes so dashboards see zeros before the first request.
@@ -163,6 +191,18 @@ void WorkerMetrics::SetRankMemory(int32_t rank, uint64_t weight_bytes, uint64_t 
   const std::string rank_label = std::to_string(rank);
   rank_weight_bytes_.Add({{"rank", rank_label}}).Set(static_cast<double>(weight_bytes));
   rank_kv_cache_bytes_.Add({{"rank", rank_label}}).Set(static_cast<double>(kv_cache_bytes));
+}
+
+void WorkerMetrics::ExportCollectiveErrors(int32_t rank) {
+  const std::string rank_label = std::to_string(rank);
+  for (const char* op : metrics::kCollectiveOps) {
+    rank_collective_errors_.Add({{"op", op}, {"rank", rank_label}});
+  }
+}
+
+void WorkerMetrics::RecordCollectiveError(int32_t rank, std::string_view op) {
+  rank_collective_errors_.Add({{"op", std::string(op)}, {"rank", std::to_string(rank)}})
+      .Increment();
 }
 
 void WorkerMetrics::RecordRequestFinished(std::string_view code_name,

@@ -2,10 +2,11 @@
 // (common/metrics_catalogue.h, which docs/metrics.md mirrors), and the calls
 // the gRPC service makes as requests run.
 //
-// Request metrics live in a prometheus::Registry. Engine gauges and counters
-// (running and waiting requests, KV blocks, prefix cache, preemptions, steps)
-// are read from Engine::Stats() at scrape time by EngineStatsCollector, so
-// they are never stale and cost nothing between scrapes.
+// Request metrics live in a prometheus::Registry. Engine gauges, counters and
+// histograms (running and waiting requests, KV blocks, prefix cache,
+// preemptions, steps, step durations and batch sizes) are read from
+// Engine::Stats() at scrape time by EngineStatsCollector, so they are never
+// stale and cost nothing between scrapes.
 //
 // Stages: a worker observes replica_queue (arrival to first scheduling),
 // prefill (to the first token) and decode (to the end) once per finished
@@ -35,8 +36,9 @@
 
 namespace strata::service {
 
-// Reports the engine's gauges and counters from Engine::Stats() at each
-// scrape; zeros (and strata_model_loaded 0) while no engine is set.
+// Reports the engine's gauges, counters and step histograms from
+// Engine::Stats() at each scrape; zeros (and strata_model_loaded 0) while no
+// engine is set.
 class EngineStatsCollector final : public prometheus::Collectable {
  public:
   // REQUIRES: `engine` outlives every later Collect(), or is nullptr.
@@ -100,6 +102,12 @@ class WorkerMetrics {
   }
   // What rank `rank` holds in memory.
   void SetRankMemory(int32_t rank, uint64_t weight_bytes, uint64_t kv_cache_bytes);
+  // Exports strata_rank_collective_errors_total{rank, op} for every op of
+  // metrics::kCollectiveOps, at 0 until RecordCollectiveError.
+  void ExportCollectiveErrors(int32_t rank);
+  // A Communicator call `op` (a metrics::kOp* value) of rank `rank` failed.
+  // Cheap and non-blocking: may be called from the failing thread.
+  void RecordCollectiveError(int32_t rank, std::string_view op);
 
   void RecordFirstToken(double seconds) { time_to_first_token_.Observe(seconds); }
   void RecordInterTokenLatency(double seconds_per_token) {
@@ -126,6 +134,7 @@ class WorkerMetrics {
   prometheus::Histogram& stage_decode_;
   prometheus::Family<prometheus::Gauge>& rank_weight_bytes_;
   prometheus::Family<prometheus::Gauge>& rank_kv_cache_bytes_;
+  prometheus::Family<prometheus::Counter>& rank_collective_errors_;
   std::shared_ptr<EngineStatsCollector> engine_collector_;
   std::shared_ptr<RankStepCollector> rank_step_collector_;
 };
