@@ -20,6 +20,8 @@ void AddDetokenizeCommand(CLI::App& app, int* exit_code);
 void AddInfoCommand(CLI::App& app, int* exit_code);
 void AddHealthCommand(CLI::App& app, int* exit_code);
 void AddClusterCommand(CLI::App& app, int* exit_code);
+void AddDrainCommand(CLI::App& app, int* exit_code);
+void AddBackendsCommand(CLI::App& app, int* exit_code);
 
 // Prints "strata: CODE: message" on stderr; returns the exit code (1).
 int PrintError(const absl::Status& status);

@@ -7,6 +7,9 @@
 //   strata cluster up --model DIR [--replicas R] [--tp T] [--pp P] [--detach --state-dir DIR]
 //   strata cluster status --state-dir DIR [--json]
 //   strata cluster down --state-dir DIR
+//   strata drain --router-admin HOST:PORT --backend HOST:PORT [--reason TEXT]
+//   strata drain --worker HOST:PORT [--reason TEXT]
+//   strata backends --router-admin HOST:PORT [--json]
 #include <cstdio>
 
 #include "CLI/CLI.hpp"
@@ -54,6 +57,8 @@ int main(int argc, char** argv) {
   strata::cli::AddInfoCommand(app, &exit_code);
   strata::cli::AddHealthCommand(app, &exit_code);
   strata::cli::AddClusterCommand(app, &exit_code);
+  strata::cli::AddDrainCommand(app, &exit_code);
+  strata::cli::AddBackendsCommand(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& help) {

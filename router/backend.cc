@@ -43,13 +43,36 @@ Backend::~Backend() {
 }
 
 void Backend::SetHealthy(bool healthy) {
+  std::lock_guard<std::mutex> lock(mu_);
   healthy_.store(healthy);
   if (healthy_gauge_ != nullptr) healthy_gauge_->Set(healthy ? 1.0 : 0.0);
+  if (!draining_) return;
+  if (!healthy) {
+    down_since_drain_ = true;
+  } else if (down_since_drain_) {
+    draining_ = false;
+    down_since_drain_ = false;
+    spdlog::info("backend {}: SERVING again after its drain; taking new calls", address_);
+  }
+}
+
+bool Backend::StartDraining() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (draining_) return true;
+  draining_ = true;
+  down_since_drain_ = !healthy_.load();
+  return false;
+}
+
+bool Backend::draining() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return draining_;
 }
 
 bool Backend::Available(Clock::time_point now) const {
   if (!healthy_.load()) return false;
   std::lock_guard<std::mutex> lock(mu_);
+  if (draining_) return false;
   if (ejections_ == 0) return true;
   // Ejected until ejected_until_, then half-open: one probe call at a time.
   return now >= ejected_until_ && !half_open_probe_in_flight_;

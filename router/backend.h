@@ -14,6 +14,12 @@
 // closes it again, a failure ejects it for longer. A backend whose health is
 // NOT_SERVING gets no new calls at all.
 //
+// Draining (RouterAdmin/DrainBackend): a drained backend gets no new calls
+// from the moment it is drained, before its own health turns NOT_SERVING. A
+// drained backend does not come back; a new process at the same address does:
+// once the backend has been seen down (NOT_SERVING or unreachable) after the
+// drain, its next SERVING clears the draining state.
+//
 // Backends are shared (std::shared_ptr): a backend removed by discovery stays
 // alive until the last call relayed to it ends.
 //
@@ -81,8 +87,13 @@ class Backend {
   bool healthy() const { return healthy_.load(); }
   void SetHealthy(bool healthy);
 
-  // Whether a new call may go to this backend now: healthy, and not ejected
-  // (or half-open with no probe call in flight).
+  // Stops new calls to this backend (see the header comment); returns whether
+  // it was draining already.
+  bool StartDraining();
+  bool draining() const;
+
+  // Whether a new call may go to this backend now: healthy, not draining, and
+  // not ejected (or half-open with no probe call in flight).
   bool Available(Clock::time_point now) const;
   bool ejected() const;
 
@@ -117,6 +128,8 @@ class Backend {
   int32_t ejections_ = 0;                   // guarded by mu_; in a row, reset by a success
   Clock::time_point ejected_until_{};       // guarded by mu_; past: not ejected or half-open
   bool half_open_probe_in_flight_ = false;  // guarded by mu_
+  bool draining_ = false;                   // guarded by mu_
+  bool down_since_drain_ = false;           // guarded by mu_; seen not healthy while draining
   BackendLoad load_;                        // guarded by mu_
 };
 

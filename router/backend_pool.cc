@@ -71,6 +71,14 @@ std::vector<std::string> BackendPool::Addresses() const {
   return addresses;
 }
 
+std::shared_ptr<Backend> BackendPool::Find(const std::string& address) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& member : members_) {
+    if (member->backend->address() == address) return member->backend;
+  }
+  return nullptr;
+}
+
 void BackendPool::StopWatching() {
   std::lock_guard<std::mutex> update_lock(update_mu_);
   std::vector<Member*> members;

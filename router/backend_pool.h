@@ -41,6 +41,8 @@ class BackendPool {
   // Every backend in the set now, in the order they were added.
   std::vector<std::shared_ptr<Backend>> Backends() const;
   std::vector<std::string> Addresses() const;
+  // The backend at `address` (exactly as in the set), or null.
+  std::shared_ptr<Backend> Find(const std::string& address) const;
 
   // Stops every watcher (for shutdown); the backends stay in the set.
   void StopWatching();

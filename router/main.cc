@@ -7,6 +7,11 @@
 // moment SIGINT/SIGTERM arrives. Then new calls are refused UNAVAILABLE (so
 // clients and load balancers go to another router), calls in flight get
 // --drain-timeout seconds to finish, and the process exits 0.
+//
+// --admin-listen (off by default) serves strata.v1.RouterAdmin on a separate
+// address: DrainBackend takes one backend out of rotation and asks its leader
+// to drain; ListBackends shows every backend's state. It is never served on
+// --listen, so clients cannot drain replicas.
 #include <signal.h>
 #include <unistd.h>
 
@@ -27,6 +32,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "nlohmann/json.hpp"
 #include "prometheus/exposer.h"
+#include "router/admin_service.h"
 #include "router/admission_controller.h"
 #include "router/backend_pool.h"
 #include "router/balancer.h"
@@ -60,6 +66,7 @@ int main(int argc, char** argv) {
   std::string backend_address;
   std::string listen_address = "127.0.0.1:50050";
   std::string metrics_address = "127.0.0.1:9401";
+  std::string admin_address;
   std::string policy = "least_load";
   std::string log_format = "text";
   std::string log_level = "info";
@@ -84,6 +91,9 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-listen", metrics_address,
                  "Prometheus /metrics address HOST:PORT (port 0: any free port; empty: off)")
       ->capture_default_str();
+  app.add_option("--admin-listen", admin_address,
+                 "Serve strata.v1.RouterAdmin (drain a backend, list backends) on this HOST:PORT "
+                 "(port 0: any free port; default: off). Keep it off networks clients reach");
   app.add_option("--policy", policy, "round_robin, least_load or prefix_affinity")
       ->check(CLI::IsMember({"round_robin", "least_load", "prefix_affinity"}))
       ->capture_default_str();
@@ -135,7 +145,8 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
   app.add_option("--ready-file", ready_file,
-                 "Write {\"listen\", \"metrics\", \"pid\"} as JSON here once SERVING");
+                 "Write {\"listen\", \"metrics\", \"admin\", \"pid\"} as JSON here once "
+                 "SERVING");
   CLI11_PARSE(app, argc, argv);
   routing.overload_retry_hint = std::chrono::milliseconds(overload_retry_ms);
   routing.affinity_margin = balancing.affinity_margin;
@@ -173,17 +184,21 @@ int main(int argc, char** argv) {
   std::atomic<grpc::HealthCheckServiceInterface*> health{nullptr};
   std::atomic<bool> ready_written{false};
   std::string bound_address;
+  std::string bound_admin_address = "off";
   std::unique_ptr<strata::router::BackendPool> pool;
   const auto on_health_change = [&](const strata::router::Backend&, bool) {
     grpc::HealthCheckServiceInterface* service = health.load();
     if (service == nullptr || pool == nullptr) return;
     bool any_healthy = false;
-    for (const auto& backend : pool->Backends()) any_healthy = any_healthy || backend->healthy();
+    for (const auto& backend : pool->Backends()) {
+      any_healthy = any_healthy || (backend->healthy() && !backend->draining());
+    }
     service->SetServingStatus("", any_healthy);
     service->SetServingStatus(std::string(strata::v1::Inference::service_full_name()), any_healthy);
     if (any_healthy && !ready_file.empty() && !ready_written.exchange(true)) {
       const nlohmann::json contents = {{"listen", bound_address},
                                        {"metrics", bound_metrics_address},
+                                       {"admin", bound_admin_address},
                                        {"pid", static_cast<int>(getpid())}};
       if (!strata::WriteFileAtomically(ready_file, contents.dump() + "\n")) {
         spdlog::error("cannot write --ready-file {}", ready_file);
@@ -212,6 +227,24 @@ int main(int argc, char** argv) {
   grpc::HealthCheckServiceInterface* health_service = server->GetHealthCheckService();
   health_service->SetServingStatus("", false);
   health_service->SetServingStatus(std::string(strata::v1::Inference::service_full_name()), false);
+
+  // The admin API on its own server, so that it is never reachable through --listen.
+  std::unique_ptr<strata::router::RouterAdminService> admin;
+  std::unique_ptr<grpc::Server> admin_server;
+  if (!admin_address.empty()) {
+    strata::router::RouterAdminService::Options admin_options;
+    admin_options.requested_by = absl::StrCat("router ", bound_address);
+    admin = std::make_unique<strata::router::RouterAdminService>(*pool, admin_options);
+    grpc::ServerBuilder admin_builder;
+    int admin_port = 0;
+    admin_builder.AddListeningPort(admin_address, grpc::InsecureServerCredentials(), &admin_port);
+    admin_builder.RegisterService(admin.get());
+    admin_server = admin_builder.BuildAndStart();
+    if (admin_server == nullptr || admin_port == 0) {
+      ExitNow(Fail(absl::StrCat("--admin-listen ", admin_address, ": cannot listen there")));
+    }
+    bound_admin_address = strata::BoundAddress(admin_address, admin_port);
+  }
   health.store(health_service);
 
   std::unique_ptr<strata::router::DnsDiscovery> discovery;
@@ -231,9 +264,9 @@ int main(int argc, char** argv) {
     backends_text = absl::StrJoin(spec->static_addresses, ",");
     pool->Update(spec->static_addresses);
   }
-  std::printf("%s: serving on %s metrics %s backend %s policy %s\n", kProgram,
+  std::printf("%s: serving on %s metrics %s backend %s policy %s admin %s\n", kProgram,
               bound_address.c_str(), bound_metrics_address.c_str(), backends_text.c_str(),
-              std::string((*balancer)->name()).c_str());
+              std::string((*balancer)->name()).c_str(), bound_admin_address.c_str());
   std::fflush(stdout);
 
   int signal_number = 0;
@@ -254,6 +287,7 @@ int main(int argc, char** argv) {
   const int32_t left = proxy.GenerateCallsInFlight();
   if (left > 0) spdlog::warn("{}: drain timeout: cancelling {} calls", kProgram, left);
   server->Shutdown(std::chrono::system_clock::now());
+  if (admin_server != nullptr) admin_server->Shutdown(std::chrono::system_clock::now());
   pool->StopWatching();
   ExitNow(0);
 }

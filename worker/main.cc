@@ -9,11 +9,13 @@
 // that cannot load ends the process with one line on stderr and exit code 1.
 // The leader (rank 0) serves Inference; other ranks serve only health and
 // metrics, and run the leader's step plans.
-// SIGINT/SIGTERM: health NOT_SERVING, calls in flight get --drain-seconds to
-// finish, then the engine stops (a leader tells its followers to exit) and the
-// process exits 0. A replica that loses a rank: the leader turns NOT_SERVING
-// at once, fails the calls in flight with UNAVAILABLE and exits 1; followers
-// exit 1; every message names the lost rank where known.
+// SIGINT/SIGTERM, or a leader asked to drain (strata.v1.Replica/Drain, from a
+// router's DrainBackend or `strata drain --worker`): health NOT_SERVING, calls
+// in flight get --drain-timeout (alias --drain-seconds) to finish, then the
+// engine stops (a leader tells its followers to exit) and the process exits 0.
+// A replica that loses a rank: the leader turns NOT_SERVING at once, fails the
+// calls in flight with UNAVAILABLE and exits 1; followers exit 1; every
+// message names the lost rank where known.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -90,6 +92,7 @@ bool InstallTerminationHandlers() {
 // Events other threads post through the same pipe (signal numbers are < 64).
 constexpr unsigned char kReplicaFailed = 200;   // a collective failed: the replica is lost
 constexpr unsigned char kLeaderShutDown = 201;  // follower: the leader stopped the replica
+constexpr unsigned char kDrainRequested = 202;  // leader: Replica/Drain asked it to drain
 
 void PostEvent(unsigned char event) {
   [[maybe_unused]] const ssize_t written = write(termination_pipe[1], &event, 1);
@@ -120,7 +123,7 @@ int main(int argc, char** argv) {
   std::string ready_file;
   bool no_prefix_cache = false;
   bool no_chunked_prefill = false;
-  int drain_seconds = 5;
+  double drain_seconds = 5;
   app.add_option("--model", options.model.model_dir,
                  "Hugging Face model folder (config.json, safetensors, tokenizer.json)")
       ->envname("STRATA_MODEL")
@@ -180,8 +183,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--ready-file", ready_file,
                  "Write {\"listen\", \"metrics\", \"pid\"} as JSON here once SERVING");
-  app.add_option("--drain-seconds", drain_seconds,
-                 "On SIGINT/SIGTERM, let calls in flight finish for this long")
+  app.add_option("--drain-timeout,--drain-seconds", drain_seconds,
+                 "On SIGINT/SIGTERM or a drain request, let calls in flight finish for this "
+                 "many seconds")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   strata::parallel::BootstrapFlags bootstrap_flags;
@@ -271,6 +275,29 @@ int main(int argc, char** argv) {
     }
   };
   set_serving(false);
+  // A drain request takes the SIGTERM path below: NOT_SERVING before Drain
+  // answers (routers stop sending calls here at once), then the main thread
+  // drains and exits.
+  std::atomic<bool> draining = false;
+  replica_service.SetDrainHandler([&](const strata::service::DrainRequestInfo& request) {
+    strata::service::DrainOutcome outcome;
+    outcome.generate_calls_in_flight = service.GenerateCallsInFlight();
+    outcome.drain_timeout_seconds = drain_seconds;
+    outcome.already_draining = draining.exchange(true);
+    const std::string who = request.requested_by.empty()
+                                ? request.peer
+                                : absl::StrCat(request.requested_by, " (", request.peer, ")");
+    if (outcome.already_draining) {
+      spdlog::info("{}: drain requested again by {}: already draining", kProgram, who);
+      return outcome;
+    }
+    spdlog::warn("{}: drain requested by {}: {}; {} calls in flight", kProgram, who,
+                 request.reason.empty() ? "no reason given" : request.reason,
+                 outcome.generate_calls_in_flight);
+    set_serving(false);
+    PostEvent(kDrainRequested);
+    return outcome;
+  });
   std::printf(
       "%s: listening on %s metrics %s, loading %s%s\n", kProgram, bound_address.c_str(),
       bound_metrics_address.c_str(), options.model.model_dir.c_str(),
@@ -345,8 +372,10 @@ int main(int argc, char** argv) {
     load_done.store(true);
   });
   while (!load_done.load()) {
-    if (WaitForTerminationSignal(std::chrono::milliseconds(50)) != 0) {
-      spdlog::info("{}: signal while loading the model; exiting", kProgram);
+    if (const int event = WaitForTerminationSignal(std::chrono::milliseconds(50)); event != 0) {
+      spdlog::info("{}: {} while loading the model; exiting", kProgram,
+                   event == kDrainRequested ? "drain request" : "signal");
+      replica_service.Stop();  // a Drain call's answer goes out first
       server->Shutdown(std::chrono::system_clock::now());
       // The loader cannot be interrupted; leave without joining it.
       ExitNow(0);
@@ -451,12 +480,19 @@ int main(int argc, char** argv) {
     server->Shutdown(std::chrono::system_clock::now());
     ExitNow(Fail("the replica lost a rank (see the error above); exiting so that it is restarted"));
   }
-  spdlog::info("{}: shutting down on signal {}", kProgram, event);
+  draining.store(true);  // a Drain request from here on says so
+  if (event == kDrainRequested) {
+    spdlog::info("{}: draining on request: {} calls in flight", kProgram,
+                 service.GenerateCallsInFlight());
+  } else {
+    spdlog::info("{}: shutting down on signal {}", kProgram, event);
+  }
   health->Shutdown();  // every service NOT_SERVING from here on
-  // Generate calls in flight get --drain-seconds to finish; then whatever is
+  // Generate calls in flight get --drain-timeout to finish; then whatever is
   // left (long-lived health watches included) is cancelled.
   const auto drain_deadline =
-      std::chrono::steady_clock::now() + std::chrono::seconds(drain_seconds);
+      std::chrono::steady_clock::now() +
+      std::chrono::milliseconds(static_cast<int64_t>(drain_seconds * 1000.0));
   while (service.GenerateCallsInFlight() > 0 && std::chrono::steady_clock::now() < drain_deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }

@@ -1,12 +1,16 @@
 // The router as a process in front of real workers (bundled model) on
 // 127.0.0.1: cancellation reaching every worker, graceful drain of a router
-// and of a worker, admission control under 10x overload, and DNS discovery
-// whose answer changes while streams are in flight.
+// and of a worker (on SIGTERM, and on request through the router's admin API
+// and `strata drain`), admission control under 10x overload, and DNS
+// discovery whose answer changes while streams are in flight.
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -15,7 +19,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "strata/v1/router_admin.grpc.pb.h"
 #include "tests/router/router_processes.h"
 
 namespace strata::router {
@@ -58,6 +65,49 @@ long ResidentKib(pid_t pid) {
     if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
   }
   return 0;
+}
+
+// The router's --admin-listen address, from its "serving on ... admin HOST:PORT" line.
+std::string AdminAddress(const ServerProcess& router) {
+  const std::string out = router.process->Stdout();
+  const size_t at = out.find(" admin ");
+  if (at == std::string::npos) return "";
+  const size_t end = out.find_first_of(" \n", at + 7);
+  return out.substr(at + 7, end == std::string::npos ? std::string::npos : end - at - 7);
+}
+
+// The router's view of `backend` (ListBackends); empty when not listed.
+std::optional<v1::BackendState> BackendState(v1::RouterAdmin::Stub& admin,
+                                             const std::string& backend) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::ListBackendsResponse response;
+  if (!admin.ListBackends(&context, {}, &response).ok()) return std::nullopt;
+  for (const v1::BackendState& state : response.backends()) {
+    if (state.address() == backend) return state;
+  }
+  return std::nullopt;
+}
+
+// Runs the strata CLI with `args` to its end.
+struct CliRun {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+CliRun RunCli(std::vector<std::string> args, const std::string& log_dir, const std::string& name) {
+  args.insert(args.begin(), strata::testing::CliBinary());
+  CliRun run;
+  absl::StatusOr<std::unique_ptr<strata::testing::ChildProcess>> cli =
+      strata::testing::ChildProcess::Start({std::move(args), log_dir, name, std::nullopt});
+  if (!cli.ok()) {
+    run.err = std::string(cli.status().message());
+    return run;
+  }
+  run.exit_code = (*cli)->WaitForExit(std::chrono::seconds(20)).value_or(-1);
+  run.out = (*cli)->Stdout();
+  run.err = (*cli)->Stderr();
+  return run;
 }
 
 class RouterProcessTest : public ::testing::Test {
@@ -195,6 +245,110 @@ TEST_F(RouterProcessTest, SigtermToAWorkerDrainsItWhileNewCallsGoElsewhere) {
   // finished what it had).
   EXPECT_TRUE(WaitFor([&] { return OkCount(workers_[1]) >= 10; }, std::chrono::seconds(2)));
   EXPECT_LE(drained_ok_before, 20);
+}
+
+TEST_F(RouterProcessTest, DrainBackendFinishesItsStreamsSendsNewCallsElsewhereAndItExits) {
+  // Two sequences at a time: most of a worker's streams wait in its queue,
+  // so the drained one has work for several seconds after the drain.
+  ASSERT_NO_FATAL_FAILURE(StartWorkers(2, {"--drain-timeout", "60", "--max-num-seqs", "2"}));
+  ASSERT_NO_FATAL_FAILURE(
+      StartRouterOver({"--policy", "round_robin", "--admin-listen", "127.0.0.1:0"}));
+  const std::string admin_address = AdminAddress(router_);
+  ASSERT_FALSE(admin_address.empty()) << router_.process->Stdout();
+  auto admin = v1::RouterAdmin::NewStub(
+      grpc::CreateChannel(admin_address, grpc::InsecureChannelCredentials()));
+  const std::string& drained = addresses_[0];
+  const std::string& kept = addresses_[1];
+
+  // 20 long streams, round robin: about half of them on the drained worker.
+  std::vector<StreamResult> results;
+  std::thread load([&] {
+    results = RunStreams(
+        router_.address, 20, 20, [](int) { return StoryRequest(400); }, std::chrono::seconds(60));
+  });
+  int on_drained = 0;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const auto first = BackendState(*admin, drained);
+        const auto second = BackendState(*admin, kept);
+        if (!first || !second) return false;
+        on_drained = first->in_flight();
+        // ... and the worker holds all of its calls (its count is what Drain reports).
+        const auto running = ScrapeMetric(workers_[0], "strata_requests_running");
+        const auto waiting = ScrapeMetric(workers_[0], "strata_requests_waiting");
+        return first->in_flight() + second->in_flight() == 20 &&
+               running.value_or(0) + waiting.value_or(0) == on_drained;
+      },
+      std::chrono::seconds(10)));
+  EXPECT_GE(on_drained, 5);
+
+  const CliRun drain = RunCli({"drain", "--router-admin", admin_address, "--backend", drained,
+                               "--reason", "rollout test", "--json"},
+                              logs_.path(), "cli-drain");
+  ASSERT_EQ(drain.exit_code, 0) << drain.err;
+  const nlohmann::json answer = nlohmann::json::parse(drain.out, nullptr, false);
+  ASSERT_TRUE(answer.is_object()) << drain.out;
+  // At most what it held a moment ago (a stream may have ended since).
+  EXPECT_GE(answer.value("generate_calls_in_flight", -1), 1);
+  EXPECT_LE(answer.value("generate_calls_in_flight", -1), on_drained);
+  EXPECT_GE(answer.value("router_calls_in_flight", -1), 1);
+  EXPECT_LE(answer.value("router_calls_in_flight", -1), on_drained);
+  EXPECT_FALSE(answer.value("already_draining", true));
+  EXPECT_EQ(answer.value("drain_timeout_seconds", 0.0), 60.0);
+  // The leader turned NOT_SERVING before it answered.
+  EXPECT_NE(strata::testing::CheckHealth(drained, "strata.v1.Inference"),
+            grpc::health::v1::HealthCheckResponse::SERVING);
+  const std::optional<v1::BackendState> state = BackendState(*admin, drained);
+  ASSERT_TRUE(state.has_value());
+  EXPECT_TRUE(state->draining());
+  EXPECT_FALSE(state->available());
+  {
+    // Again, while it drains: harmless.
+    grpc::ClientContext context;
+    v1::DrainBackendRequest request;
+    request.set_address(drained);
+    v1::DrainBackendResponse response;
+    const grpc::Status status = admin->DrainBackend(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_TRUE(response.already_draining());
+  }
+  {
+    grpc::ClientContext context;
+    v1::DrainBackendRequest request;
+    request.set_address("127.0.0.1:1");
+    v1::DrainBackendResponse response;
+    EXPECT_EQ(admin->DrainBackend(&context, request, &response).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  const CliRun unknown =
+      RunCli({"drain", "--router-admin", admin_address, "--backend", "127.0.0.1:1"}, logs_.path(),
+             "cli-unknown");
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_THAT(unknown.err, ::testing::StartsWith("strata: NOT_FOUND: "));
+  EXPECT_EQ(std::count(unknown.err.begin(), unknown.err.end(), '\n'), 1) << unknown.err;
+
+  // Calls sent after the drain all go to the other worker.
+  const std::vector<StreamResult> fresh = RunStreams(
+      router_.address, 10, 5, [](int) { return StoryRequest(8); }, std::chrono::seconds(30));
+  for (const StreamResult& result : fresh) {
+    EXPECT_TRUE(result.status.ok()) << result.status.error_message();
+  }
+  load.join();
+  for (const StreamResult& result : results) {
+    EXPECT_TRUE(result.status.ok()) << result.status.error_message();
+    EXPECT_TRUE(result.finished);
+  }
+  EXPECT_EQ(workers_[0].process->WaitForExit(std::chrono::seconds(30)), 0);
+  EXPECT_TRUE(OkCountBecomes(workers_[1], 20 - on_drained + 10)) << OkCount(workers_[1]);
+
+  // Directly to a leader, no router involved.
+  const CliRun direct =
+      RunCli({"drain", "--worker", kept, "--reason", "end of test"}, logs_.path(), "cli-worker");
+  EXPECT_EQ(direct.exit_code, 0) << direct.err;
+  EXPECT_THAT(direct.out, ::testing::StartsWith(absl::StrCat("draining ", kept, ": 0 calls")));
+  EXPECT_EQ(workers_[1].process->WaitForExit(std::chrono::seconds(10)), 0);
+  EXPECT_TRUE(WaitFor([&] { return ScrapeMetric(router_, HealthySeries(kept)) == 0.0; },
+                      std::chrono::seconds(2)));
 }
 
 TEST_F(RouterProcessTest, TenfoldOverloadIsRefusedQuicklyWhileAdmittedCallsComplete) {

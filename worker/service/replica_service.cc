@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <utility>
 
 namespace strata::service {
 
@@ -144,7 +145,7 @@ void ReplicaService::Stop() {
     stopping_ = true;
     for (LoadStream* stream : streams_) stream->End();
     wake_.notify_all();
-    streams_done_.wait(lock, [this] { return streams_.empty(); });
+    streams_done_.wait(lock, [this] { return streams_.empty() && drain_calls_ == 0; });
   }
   if (poll_thread_.joinable()) poll_thread_.join();
 }
@@ -161,6 +162,55 @@ void ReplicaService::Unregister(LoadStream* stream) {
   std::lock_guard<std::mutex> lock(mu_);
   streams_.erase(stream);
   if (streams_.empty()) streams_done_.notify_all();
+}
+
+// One Drain call: counted by the service from its start until gRPC is done
+// with it (its answer sent), so that Stop() waits for it.
+class ReplicaService::DrainCall final : public grpc::ServerUnaryReactor {
+ public:
+  explicit DrainCall(ReplicaService& service) : service_(service) {}
+  void OnDone() override {
+    service_.DrainCallDone();
+    delete this;
+  }
+
+ private:
+  ReplicaService& service_;
+};
+
+void ReplicaService::DrainCallDone() {
+  std::lock_guard<std::mutex> lock(mu_);
+  --drain_calls_;
+  streams_done_.notify_all();
+}
+
+void ReplicaService::SetDrainHandler(DrainHandler handler) {
+  std::lock_guard<std::mutex> lock(mu_);
+  drain_handler_ = std::move(handler);
+}
+
+grpc::ServerUnaryReactor* ReplicaService::Drain(grpc::CallbackServerContext* context,
+                                                const v1::DrainRequest* request,
+                                                v1::DrainResponse* response) {
+  DrainHandler handler;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    handler = drain_handler_;
+    ++drain_calls_;  // before the handler runs: it may start the process's shutdown
+  }
+  auto* reactor = new DrainCall(*this);
+  if (!handler) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                                 "this server does not accept drain requests"));
+    return reactor;
+  }
+  const DrainOutcome outcome =
+      handler(DrainRequestInfo{request->reason(), request->requested_by(), context->peer()});
+  response->set_generate_calls_in_flight(outcome.generate_calls_in_flight);
+  response->set_already_draining(outcome.already_draining);
+  response->set_drain_timeout_seconds(outcome.drain_timeout_seconds);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
 }
 
 grpc::ServerWriteReactor<v1::LoadReport>* ReplicaService::WatchLoad(
