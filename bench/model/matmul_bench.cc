@@ -3,7 +3,7 @@
 // model (TinyLlama-1.1B's by default) and a range of row counts n, through
 // both paths of CpuMatMul: our kernels (weights widened in registers) and
 // OpenBLAS sgemm over widened tiles. The fastest of --repeats runs counts.
-// Prints numbers; not a test. It is what kKernelRowLimit is chosen from.
+// Prints numbers; not a test. It is what CpuMatMul's default row limits are chosen from.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -47,6 +47,7 @@ int Main(int argc, char** argv) {
   std::vector<int64_t> rows = {1, 4, 8, 16, 32, 64, 128, 256};
   std::string dtype_name = "bf16";
   int repeats = 5;
+  bool no_avx512 = false;
   app.add_option("--threads", threads, "kernel threads (0: all cores)");
   app.add_option("--hidden", hidden, "hidden size (q, o: hidden x hidden)");
   app.add_option("--intermediate", intermediate, "MLP size (gate, up, down)");
@@ -56,6 +57,7 @@ int Main(int argc, char** argv) {
       ->check(CLI::IsMember({"bf16", "f16"}));
   app.add_option("--repeats", repeats, "runs per measurement; the fastest counts")
       ->check(CLI::PositiveNumber);
+  app.add_flag("--no-avx512", no_avx512, "use the AVX2 kernels");
   CLI11_PARSE(app, argc, argv);
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
   const DType dtype = dtype_name == "bf16" ? DType::kBF16 : DType::kF16;
@@ -85,14 +87,14 @@ int Main(int argc, char** argv) {
   std::vector<float> y(max_rows * max_dim);
 
   backend::ThreadPool pool(threads);
-  const bool avx512 = backend::CpuHasAvx512();
+  const bool avx512 = !no_avx512 && backend::CpuHasAvx512();
   backend::cpu::CpuMatMul kernels(pool, avx512, /*kernel_row_limit=*/max_rows);
   backend::cpu::CpuMatMul sgemm(pool, avx512, /*kernel_row_limit=*/0);
+  const backend::cpu::CpuMatMul default_choice(pool, avx512);
   std::printf(
       "one layer: %lld weights (%s), %d threads, %s kernels; default kernel row limit %lld\n",
       static_cast<long long>(weights_per_layer), dtype_name.c_str(), threads,
-      avx512 ? "AVX-512" : "AVX2",
-      static_cast<long long>(backend::cpu::CpuMatMul::kKernelRowLimit));
+      avx512 ? "AVX-512" : "AVX2", static_cast<long long>(default_choice.kernel_row_limit()));
   std::printf("%6s %14s %14s\n", "rows", "kernels GF/s", "sgemm GF/s");
   for (const int64_t n : rows) {
     double gflops[2];

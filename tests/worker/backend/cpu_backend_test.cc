@@ -68,8 +68,8 @@ TEST_F(CpuBackendTest, MatMulMatchesScalarForAllDtypesAndRowCounts) {
   for (bool avx512 : {true, false}) {
     CpuBackend backend(CpuBackendOptions{2, avx512});
     for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
-      // Row counts cover one and several groups of kernel rows, and the widen
-      // + sgemm path beyond CpuMatMul::kKernelRowLimit.
+      // Row counts cover one and several groups of kernel rows, and (with the
+      // AVX2 kernels, whose row limit is 64) the widen + sgemm path.
       for (int64_t n : {1, 3, 4, 5, 8, 9, 20, 70}) {
         for (auto [in, out] : {std::pair<int64_t, int64_t>{37, 5}, {64, 300}, {300, 129}}) {
           std::vector<float> w_values;

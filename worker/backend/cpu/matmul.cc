@@ -28,7 +28,9 @@ constexpr int64_t kTileFloats = 512 * 1024;
 CpuMatMul::CpuMatMul(ThreadPool& pool, bool use_avx512, int64_t kernel_row_limit)
     : pool_(pool),
       avx512_(use_avx512 && CpuHasAvx512()),
-      kernel_row_limit_(kernel_row_limit),
+      kernel_row_limit_(kernel_row_limit >= 0 ? kernel_row_limit
+                        : avx512_             ? kKernelRowLimitAvx512
+                                              : kKernelRowLimitAvx2),
       tiles_(pool.num_threads()) {}
 
 void CpuMatMul::Run(const float* x, int64_t n, const Weight& w, const float* bias, float* y) {
