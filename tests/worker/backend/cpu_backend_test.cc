@@ -98,6 +98,36 @@ TEST_F(CpuBackendTest, MatMulMatchesScalarForAllDtypesAndRowCounts) {
   }
 }
 
+// Batch invariance: up to the kernels' row limit, a row of y is summed in the
+// same order however many rows share the product, so a sequence's logits do
+// not depend on the batch it was scheduled in (bit for bit).
+TEST_F(CpuBackendTest, MatMulRowsDoNotDependOnTheirBatch) {
+  for (bool avx512 : {true, false}) {
+    CpuBackend backend(CpuBackendOptions{2, avx512});
+    for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
+      const int64_t in = 200;
+      const int64_t out = 150;
+      std::vector<float> w_values;
+      const Weight w = MakeWeight(dtype, out, in, w_values);
+      for (int64_t n : {2, 5, 9, 33, 64}) {
+        const std::vector<float> x = Random(n * in);
+        float* y = Zeros(n * out);
+        backend.MatMul(Upload(x), n, w, nullptr, y);
+        const std::vector<float> batched = Download(y, n * out);
+        for (int64_t i = 0; i < n; ++i) {
+          const std::vector<float> row(x.begin() + i * in, x.begin() + (i + 1) * in);
+          float* y_row = Zeros(out);
+          backend.MatMul(Upload(row), 1, w, nullptr, y_row);
+          const std::vector<float> alone = Download(y_row, out);
+          ASSERT_EQ(std::vector<float>(batched.begin() + i * out, batched.begin() + (i + 1) * out),
+                    alone)
+              << backend.kernel_isa() << " " << DTypeName(dtype) << " n " << n << " row " << i;
+        }
+      }
+    }
+  }
+}
+
 TEST_F(CpuBackendTest, MatMulManyEqualsOneMatMulPerOutput) {
   for (int64_t n : {1, 2, 5, 9, 70}) {
     // Mixed dtypes and sizes: a large matrix (parallel chunks) beside small ones.

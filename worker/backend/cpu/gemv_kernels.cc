@@ -74,24 +74,20 @@ STRATA_TARGET_AVX512 inline float Reduce512(__m512 v) {
   return HorizontalSum(_mm256_add_ps(_mm256_load_ps(lanes), _mm256_load_ps(lanes + 8)));
 }
 
-// y for weight rows [row, row + R) and all NX rows of x. With few
-// accumulators the even and odd halves get their own (shorter dependency
-// chains); with many they share one, so that R x NX fits the 32 registers
-// next to the x and weight vectors.
+// y for weight rows [row, row + R) and all NX rows of x. One accumulator per
+// (weight row, x row) takes both halves of each block in turn, so a row of y
+// is summed in the same order whatever NX and R are: a sequence's logits do
+// not depend on how many others share its batch.
 template <DType D, int NX, int R>
 STRATA_TARGET_AVX512 void RowsAvx512(const GemvArgs& args, int64_t row) {
   using T = typename Elem<D>::T;
-  constexpr bool kSplit = R * NX <= 8;
-  constexpr int kHalves = kSplit ? 2 : 1;
   const int64_t in = args.in;
   const int64_t full = in / kSplitBlockAvx512 * kSplitBlockAvx512;
   const T* w = static_cast<const T*>(args.w) + row * in;
   const float* xv = D == DType::kBF16 ? args.x_split : args.x;
-  __m512 acc[kHalves][R][NX];
-  for (int h = 0; h < kHalves; ++h) {
-    for (int r = 0; r < R; ++r) {
-      for (int j = 0; j < NX; ++j) acc[h][r][j] = _mm512_setzero_ps();
-    }
+  __m512 acc[R][NX];
+  for (int r = 0; r < R; ++r) {
+    for (int j = 0; j < NX; ++j) acc[r][j] = _mm512_setzero_ps();
   }
   for (int64_t k = 0; k < full; k += kSplitBlockAvx512) {
     __m512 xa[NX];
@@ -105,17 +101,15 @@ STRATA_TARGET_AVX512 void RowsAvx512(const GemvArgs& args, int64_t row) {
       __m512 wb;
       Load32<D>(w + r * in + k, wa, wb);
       for (int j = 0; j < NX; ++j) {
-        acc[0][r][j] = _mm512_fmadd_ps(wa, xa[j], acc[0][r][j]);
-        acc[kHalves - 1][r][j] = _mm512_fmadd_ps(wb, xb[j], acc[kHalves - 1][r][j]);
+        acc[r][j] = _mm512_fmadd_ps(wa, xa[j], acc[r][j]);
+        acc[r][j] = _mm512_fmadd_ps(wb, xb[j], acc[r][j]);
       }
     }
   }
   for (int r = 0; r < R; ++r) {
     const float bias = args.bias != nullptr ? args.bias[row + r] : 0.0f;
     for (int j = 0; j < NX; ++j) {
-      const __m512 total =
-          kSplit ? _mm512_add_ps(acc[0][r][j], acc[kHalves - 1][r][j]) : acc[0][r][j];
-      float sum = Reduce512(total);
+      float sum = Reduce512(acc[r][j]);
       sum += TailDot<D>(args.x + j * in, w + r * in, full, in);
       args.y[j * args.ldy + row + r] = sum + bias;
     }
