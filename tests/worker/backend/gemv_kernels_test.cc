@@ -69,6 +69,63 @@ TEST(GemvKernelsTest, Avx512MatchesScalarLoops) {
   CheckKernel(&GemvAvx512, kSplitBlockAvx512);
 }
 
+// The AVX512-BF16 kernel multiplies BF16 weights with x rounded to BF16: the
+// reference rounds x the same way, so only F32 summation order differs.
+TEST(GemvKernelsTest, Avx512Bf16MatchesScalarLoopsOnRoundedActivations) {
+  if (!CpuHasAvx512Bf16()) GTEST_SKIP() << "no AVX512-BF16 on this CPU";
+  std::mt19937 rng(4321);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int64_t in : {1, 7, 31, 32, 33, 64, 100, 257}) {
+    for (int64_t n = 1; n <= kGemvMaxRows; ++n) {
+      const int64_t out = 37;
+      const RandomMatrix w = MakeRandomMatrix(DType::kBF16, out * in, rng);
+      std::vector<float> x(n * in), bias(out);
+      for (float& v : x) v = normal(rng);
+      for (float& v : bias) v = normal(rng);
+      std::vector<uint16_t> x_bf16(n * in);
+      RoundToBf16(x.data(), n * in, x_bf16.data());
+      const int64_t ldy = out + 3;
+      std::vector<float> y(n * ldy, -7.0f);
+      GemvArgs args;
+      args.x = x.data();
+      args.x_bf16 = x_bf16.data();
+      args.n = n;
+      args.in = in;
+      args.w = w.bytes.data();
+      args.dtype = DType::kBF16;
+      args.y = y.data();
+      args.ldy = ldy;
+      args.bias = bias.data();
+      GemvAvx512Bf16(args, 0, 21);
+      GemvAvx512Bf16(args, 21, out);
+      for (int64_t j = 0; j < n; ++j) {
+        for (int64_t o = 0; o < out; ++o) {
+          double expected = bias[o];
+          double magnitude = std::fabs(expected);
+          for (int64_t k = 0; k < in; ++k) {
+            const double rounded = Bf16ToF32(x_bf16[j * in + k]);
+            expected += rounded * w.widened[o * in + k];
+            magnitude += std::fabs(rounded * w.widened[o * in + k]);
+          }
+          ASSERT_NEAR(y[j * ldy + o], expected, 1e-5 * magnitude + 1e-6)
+              << "in " << in << " n " << n << " row " << o;
+        }
+        for (int64_t o = out; o < ldy; ++o) ASSERT_EQ(y[j * ldy + o], -7.0f) << "wrote past";
+      }
+    }
+  }
+}
+
+TEST(GemvKernelsTest, RoundToBf16RoundsToNearestEven) {
+  const std::vector<float> x = {1.0f, 1.00390625f /* halfway: stays 1 */,
+                                1.01171875f /* halfway: up to even */, -3.14159f, 0.0f};
+  std::vector<uint16_t> out(x.size());
+  RoundToBf16(x.data(), static_cast<int64_t>(x.size()), out.data());
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(out[i], F32ToBf16(x[i])) << x[i];
+  EXPECT_EQ(Bf16ToF32(out[1]), 1.0f);
+  EXPECT_EQ(Bf16ToF32(out[2]), 1.015625f);
+}
+
 TEST(GemvKernelsTest, SplitEvenOddDealsEachFullBlock) {
   std::vector<float> x(37);
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i);

@@ -15,6 +15,7 @@
 #include "tests/worker/model/model_runner.h"
 #include "tests/worker/model/reference_llama.h"
 #include "tests/worker/model/test_checkpoint.h"
+#include "worker/backend/cpu/gemv_kernels.h"
 #include "worker/model/safetensors.h"
 
 namespace strata::model {
@@ -28,6 +29,12 @@ using testing::TempDir;
 using testing::TestSequence;
 
 constexpr double kTolerance = 1e-4;
+// With AVX512-BF16 the backend multiplies BF16 matrices with activations
+// rounded to BF16, and so does the reference; but an activation that the two
+// sum in a different order can round to a neighbouring BF16 value (2^-8
+// apart), which moves logits by about 1e-3 of their range. Wrong maths (a
+// bad RoPE, a missing norm) is off by far more.
+constexpr double kBf16ActivationTolerance = 1e-2;
 
 // Qwen2-style: q/k/v bias (implied by the architecture), tied embeddings, GQA,
 // sizes that are not multiples of the vector widths.
@@ -75,8 +82,9 @@ void ExpectParity(const std::string& dir, std::optional<DType> dtype,
                   const std::vector<std::vector<int32_t>>& prompts, int decode_steps) {
   auto model = LoadModel(dir, dtype);
   ASSERT_NE(model, nullptr);
-  auto reference = ReferenceLlama::Load(dir, dtype);
+  auto reference = ReferenceLlama::Load(dir, dtype, backend::CpuHasAvx512Bf16());
   ASSERT_TRUE(reference.ok()) << reference.status();
+  const double tolerance = reference->rounds_activations() ? kBf16ActivationTolerance : kTolerance;
   ModelRunner runner(*model, 16);
   for (const auto& prompt : prompts) {
     SCOPED_TRACE(::testing::Message() << "prompt of " << prompt.size() << " tokens");
@@ -86,13 +94,13 @@ void ExpectParity(const std::string& dir, std::optional<DType> dtype,
     TestSequence seq = runner.NewSequence();
     auto logits = runner.Feed(seq, prompt);
     ASSERT_TRUE(logits.ok()) << logits.status();
-    EXPECT_LE(MaxRelativeError(*logits, expected), kTolerance) << "after prefill";
+    EXPECT_LE(MaxRelativeError(*logits, expected), tolerance) << "after prefill";
     for (int step = 0; step < decode_steps; ++step) {
       const int32_t next = Argmax(expected);
       expected = reference->Forward(next, seq.context_len);
       logits = runner.Feed(seq, {next});
       ASSERT_TRUE(logits.ok()) << logits.status();
-      EXPECT_LE(MaxRelativeError(*logits, expected), kTolerance) << "decode step " << step;
+      EXPECT_LE(MaxRelativeError(*logits, expected), tolerance) << "decode step " << step;
     }
   }
 }
@@ -137,8 +145,9 @@ TEST(LlamaModelTest, Llama3ScaledRopeUntiedHeadMatchesReference) {
 void ExpectBatchParity(const std::string& dir, std::optional<DType> dtype, int vocab) {
   auto model = LoadModel(dir, dtype);
   ASSERT_NE(model, nullptr);
-  auto reference = ReferenceLlama::Load(dir, dtype);
+  auto reference = ReferenceLlama::Load(dir, dtype, backend::CpuHasAvx512Bf16());
   ASSERT_TRUE(reference.ok()) << reference.status();
+  const double tolerance = reference->rounds_activations() ? kBf16ActivationTolerance : kTolerance;
   const std::vector<std::vector<int32_t>> prompts = {
       RandomTokens(7, vocab, 21), RandomTokens(1, vocab, 22), RandomTokens(12, vocab, 23)};
   const std::vector<int32_t> late_prompt = RandomTokens(5, vocab, 24);
@@ -163,7 +172,7 @@ void ExpectBatchParity(const std::string& dir, std::optional<DType> dtype, int v
   ASSERT_TRUE(rows.ok()) << rows.status();
   std::vector<std::vector<int32_t>> fed = prompts;
   for (int s = 0; s < 3; ++s) {
-    EXPECT_LE(MaxRelativeError((*rows)[s], run_reference(fed[s]).back()), kTolerance)
+    EXPECT_LE(MaxRelativeError((*rows)[s], run_reference(fed[s]).back()), tolerance)
         << "prefill, sequence " << s;
   }
   for (int step = 0; step < kSteps; ++step) {
@@ -175,7 +184,7 @@ void ExpectBatchParity(const std::string& dir, std::optional<DType> dtype, int v
     rows = runner.Step(all, tokens);
     ASSERT_TRUE(rows.ok()) << rows.status();
     for (int s = 0; s < 3; ++s) {
-      EXPECT_LE(MaxRelativeError((*rows)[s], run_reference(fed[s]).back()), kTolerance)
+      EXPECT_LE(MaxRelativeError((*rows)[s], run_reference(fed[s]).back()), tolerance)
           << "decode step " << step << ", sequence " << s;
     }
   }
@@ -186,9 +195,9 @@ void ExpectBatchParity(const std::string& dir, std::optional<DType> dtype, int v
   ASSERT_TRUE(rows.ok()) << rows.status();
   fed[0].push_back(continuations[0][kSteps]);
   fed[2].push_back(continuations[2][kSteps]);
-  EXPECT_LE(MaxRelativeError((*rows)[0], run_reference(fed[0]).back()), kTolerance);
-  EXPECT_LE(MaxRelativeError((*rows)[1], run_reference(late_prompt).back()), kTolerance);
-  EXPECT_LE(MaxRelativeError((*rows)[2], run_reference(fed[2]).back()), kTolerance);
+  EXPECT_LE(MaxRelativeError((*rows)[0], run_reference(fed[0]).back()), tolerance);
+  EXPECT_LE(MaxRelativeError((*rows)[1], run_reference(late_prompt).back()), tolerance);
+  EXPECT_LE(MaxRelativeError((*rows)[2], run_reference(fed[2]).back()), tolerance);
 }
 
 TEST(LlamaModelTest, BatchOfSequencesMatchesReferenceOnBundledModel) {

@@ -28,6 +28,9 @@ class TensorFile {
     return absl::OkStatus();
   }
   bool Has(const std::string& name) const { return header_.contains(name); }
+  std::string StoredDType(const std::string& name) const {
+    return header_.at(name).at("dtype").get<std::string>();
+  }
 
   std::vector<float> Get(const std::string& name, std::optional<DType> round_to) const {
     const auto& entry = header_.at(name);
@@ -68,16 +71,6 @@ void RmsNorm(float* out, const float* x, const float* w, int n, float eps) {
   for (int i = 0; i < n; ++i) out[i] = w[i] * (ss * x[i]);
 }
 
-// out[d] = W[d, n] · x[n] (+ b)
-void MatVec(float* out, const float* x, const std::vector<float>& w, const std::vector<float>& b,
-            int n, int d) {
-  for (int i = 0; i < d; ++i) {
-    float sum = 0.0f;
-    for (int j = 0; j < n; ++j) sum += w[static_cast<size_t>(i) * n + j] * x[j];
-    out[i] = sum + (b.empty() ? 0.0f : b[i]);
-  }
-}
-
 // Hugging Face rotate-half: pairs (i, i + half) of each head.
 void Rotate(float* vec, int heads, int head_dim, int pos, const std::vector<float>& inv_freq) {
   const int half = head_dim / 2;
@@ -97,8 +90,24 @@ void Rotate(float* vec, int heads, int head_dim, int pos, const std::vector<floa
 
 }  // namespace
 
+void ReferenceLlama::MatVec(float* out, const float* x, const std::vector<float>& w,
+                            const std::vector<float>& b, int n, int d) const {
+  std::vector<float> rounded;
+  if (round_x_) {
+    rounded.resize(n);
+    for (int j = 0; j < n; ++j) rounded[j] = Bf16ToF32(F32ToBf16(x[j]));
+    x = rounded.data();
+  }
+  for (int i = 0; i < d; ++i) {
+    float sum = 0.0f;
+    for (int j = 0; j < n; ++j) sum += w[static_cast<size_t>(i) * n + j] * x[j];
+    out[i] = sum + (b.empty() ? 0.0f : b[i]);
+  }
+}
+
 absl::StatusOr<ReferenceLlama> ReferenceLlama::Load(const std::string& dir,
-                                                    std::optional<DType> round_to) {
+                                                    std::optional<DType> round_to,
+                                                    bool bf16_activations) {
   ReferenceLlama ref;
   auto config = ModelConfig::FromDirectory(dir);
   if (!config.ok()) return config.status();
@@ -107,6 +116,10 @@ absl::StatusOr<ReferenceLlama> ReferenceLlama::Load(const std::string& dir,
   TensorFile file;
   if (auto status = file.Read(dir + "/model.safetensors"); !status.ok()) return status;
   const std::optional<DType> no_rounding;
+  const bool bf16_matrices =
+      round_to.has_value() ? *round_to == DType::kBF16
+                           : file.StoredDType("model.layers.0.self_attn.q_proj.weight") == "BF16";
+  ref.round_x_ = bf16_activations && bf16_matrices;
   ref.embed_ = file.Get("model.embed_tokens.weight", round_to);
   ref.final_norm_ = file.Get("model.norm.weight", no_rounding);
   ref.lm_head_ = (!c.tie_word_embeddings && file.Has("lm_head.weight"))

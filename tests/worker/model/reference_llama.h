@@ -20,11 +20,16 @@ class ReferenceLlama {
  public:
   // Reads <dir>/config.json and <dir>/model.safetensors. When round_to is
   // set, every matrix is rounded to that dtype (as the fast model does when
-  // LoadOptions::weight_dtype converts on load).
+  // LoadOptions::weight_dtype converts on load). bf16_activations: when the
+  // matrices are BF16, round what they multiply to BF16 too, as the CPU
+  // backend's AVX512-BF16 kernels (and PyTorch in BF16) do.
   static absl::StatusOr<ReferenceLlama> Load(const std::string& dir,
-                                             std::optional<DType> round_to = std::nullopt);
+                                             std::optional<DType> round_to = std::nullopt,
+                                             bool bf16_activations = false);
 
   const ModelConfig& config() const { return config_; }
+  // True when matrices multiply BF16-rounded activations (see Load).
+  bool rounds_activations() const { return round_x_; }
 
   // Runs `token` at position `pos` (positions must come in order 0, 1, 2 ...
   // after Reset) and returns the logits [vocab].
@@ -40,7 +45,12 @@ class ReferenceLlama {
     std::vector<float> key_cache, value_cache;  // [max_positions, kv_dim]
   };
 
+  // out[d] = W[d, n] · x[n] (+ b), x rounded to BF16 first if round_x_.
+  void MatVec(float* out, const float* x, const std::vector<float>& w, const std::vector<float>& b,
+              int n, int d) const;
+
   ModelConfig config_;
+  bool round_x_ = false;
   std::vector<float> embed_;    // [vocab, hidden]
   std::vector<float> lm_head_;  // [vocab, hidden]
   std::vector<float> final_norm_;

@@ -28,7 +28,9 @@ CpuBackend::CpuBackend(const CpuBackendOptions& options)
     : pool_(options.num_threads),
       matmul_(pool_, options.use_avx512),
       attention_(pool_),
-      kernel_isa_(options.use_avx512 && CpuHasAvx512() ? "avx512" : "avx2") {
+      kernel_isa_(matmul_.bf16_dot_products()            ? "avx512-bf16"
+                  : options.use_avx512 && CpuHasAvx512() ? "avx512"
+                                                         : "avx2") {
   openblas_set_num_threads(1);
 }
 

@@ -30,7 +30,8 @@ class CpuBackend final : public Backend {
 
   std::string_view name() const override { return "cpu"; }
   int num_threads() const { return pool_.num_threads(); }
-  // "avx512" or "avx2": which GEMV kernels run.
+  // "avx512-bf16" (BF16 weights meet activations rounded to BF16, see
+  // GemvAvx512Bf16), "avx512" or "avx2": which matrix kernels run.
   std::string_view kernel_isa() const { return kernel_isa_; }
 
   absl::StatusOr<std::unique_ptr<DeviceBuffer>> Allocate(size_t bytes) override;

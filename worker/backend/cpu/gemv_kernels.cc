@@ -6,6 +6,8 @@
 // build's -m flags; they run only when CpuHasAvx512().
 #define STRATA_TARGET_AVX512 \
   __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
+#define STRATA_TARGET_AVX512_BF16 \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma,f16c")))
 
 namespace strata::backend {
 namespace {
@@ -141,6 +143,49 @@ STRATA_TARGET_AVX512 void DispatchRowsAvx512(const GemvArgs& args, int64_t begin
   }
 }
 
+// ---- AVX-512 BF16 dot products -------------------------------------------------
+
+// y for weight rows [row, row + R) and all NX rows of x; one accumulator per
+// (weight row, x row), blocks of 32 in order, then the tail: the same
+// summation order for every NX and R.
+template <int NX, int R>
+STRATA_TARGET_AVX512_BF16 void RowsBf16Dot(const GemvArgs& args, int64_t row) {
+  const int64_t in = args.in;
+  const int64_t full = in / 32 * 32;
+  const uint16_t* w = static_cast<const uint16_t*>(args.w) + row * in;
+  const uint16_t* x = args.x_bf16;
+  __m512 acc[R][NX];
+  for (int r = 0; r < R; ++r) {
+    for (int j = 0; j < NX; ++j) acc[r][j] = _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < full; k += 32) {
+    __m512bh xv[NX];
+    for (int j = 0; j < NX; ++j) xv[j] = (__m512bh)_mm512_loadu_si512(x + j * in + k);
+    for (int r = 0; r < R; ++r) {
+      const __m512bh wv = (__m512bh)_mm512_loadu_si512(w + r * in + k);
+      for (int j = 0; j < NX; ++j) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], wv, xv[j]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const float bias = args.bias != nullptr ? args.bias[row + r] : 0.0f;
+    for (int j = 0; j < NX; ++j) {
+      float sum = Reduce512(acc[r][j]);
+      for (int64_t k = full; k < in; ++k) {
+        sum += Bf16ToF32(x[j * in + k]) * Bf16ToF32(w[r * in + k]);
+      }
+      args.y[j * args.ldy + row + r] = sum + bias;
+    }
+  }
+}
+
+template <int NX>
+STRATA_TARGET_AVX512_BF16 void RangeBf16Dot(const GemvArgs& args, int64_t begin, int64_t end) {
+  constexpr int kRows = NX == 1 ? 8 : 4;
+  int64_t row = begin;
+  for (; row + kRows <= end; row += kRows) RowsBf16Dot<NX, kRows>(args, row);
+  for (; row < end; ++row) RowsBf16Dot<NX, 1>(args, row);
+}
+
 // ---- AVX2 -------------------------------------------------------------------
 
 template <DType D>
@@ -242,6 +287,25 @@ void GemvAvx2(const GemvArgs& args, int64_t row_begin, int64_t row_end) {
   }
 }
 
+void GemvAvx512Bf16(const GemvArgs& args, int64_t row_begin, int64_t row_end) {
+  switch (args.n) {
+    case 1:
+      return RangeBf16Dot<1>(args, row_begin, row_end);
+    case 2:
+      return RangeBf16Dot<2>(args, row_begin, row_end);
+    case 3:
+      return RangeBf16Dot<3>(args, row_begin, row_end);
+    default:
+      return RangeBf16Dot<4>(args, row_begin, row_end);
+  }
+}
+
+// Scalar: the same round-to-nearest-even as vcvtneps2bf16, and cheap next to
+// the products that use it (n x in against out x in x n).
+void RoundToBf16(const float* x, int64_t n, uint16_t* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = F32ToBf16(x[i]);
+}
+
 void SplitEvenOdd(const float* x, int64_t in, int64_t block, float* out) {
   const int64_t half = block / 2;
   const int64_t full = in / block * block;
@@ -255,6 +319,11 @@ void SplitEvenOdd(const float* x, int64_t in, int64_t block, float* out) {
 
 bool CpuHasAvx512() {
   static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  return has;
+}
+
+bool CpuHasAvx512Bf16() {
+  static const bool has = CpuHasAvx512() && __builtin_cpu_supports("avx512bf16");
   return has;
 }
 

@@ -27,6 +27,8 @@ struct GemvArgs {
   // x rewritten by SplitEvenOdd for the kernel's block width (BF16 only):
   // [n, in rounded down to the block], row stride `in`.
   const float* x_split = nullptr;
+  // x rounded to BF16 (RoundToBf16), for GemvAvx512Bf16: [n, in], stride `in`.
+  const uint16_t* x_bf16 = nullptr;
   int64_t n = 0;  // 1 .. kGemvMaxRows
   int64_t in = 0;
   const void* w = nullptr;  // [out, in] row-major, the whole matrix
@@ -39,6 +41,15 @@ struct GemvArgs {
 // Computes rows [row_begin, row_end) of y.
 void GemvAvx512(const GemvArgs& args, int64_t row_begin, int64_t row_end);
 void GemvAvx2(const GemvArgs& args, int64_t row_begin, int64_t row_end);
+// BF16 weights only, on CPUs with AVX512-BF16: x is taken rounded to BF16
+// (args.x_bf16) and multiplied pairwise with vdpbf16ps into F32 sums, twice
+// the multiply-adds per instruction of widening the weights. This is the
+// precision a BF16 model runs at in PyTorch (activations in BF16, F32
+// accumulation); each row of y is still summed in one order whatever n is.
+void GemvAvx512Bf16(const GemvArgs& args, int64_t row_begin, int64_t row_end);
+
+// out[i] = x[i] rounded to BF16 (nearest even), i < n.
+void RoundToBf16(const float* x, int64_t n, uint16_t* out);
 
 // Block widths of the BF16 split layout per kernel.
 inline constexpr int64_t kSplitBlockAvx512 = 32;
@@ -51,5 +62,7 @@ void SplitEvenOdd(const float* x, int64_t in, int64_t block, float* out);
 
 // True when the CPU runs the AVX-512 kernels (avx512f and avx512bw).
 bool CpuHasAvx512();
+// True when it also has AVX512-BF16 (GemvAvx512Bf16).
+bool CpuHasAvx512Bf16();
 
 }  // namespace strata::backend

@@ -28,6 +28,7 @@ constexpr int64_t kTileFloats = 512 * 1024;
 CpuMatMul::CpuMatMul(ThreadPool& pool, bool use_avx512, int64_t kernel_row_limit)
     : pool_(pool),
       avx512_(use_avx512 && CpuHasAvx512()),
+      bf16_dot_(avx512_ && CpuHasAvx512Bf16()),
       kernel_row_limit_(kernel_row_limit >= 0 ? kernel_row_limit
                         : avx512_             ? kKernelRowLimitAvx512
                                               : kKernelRowLimitAvx2),
@@ -56,7 +57,7 @@ void CpuMatMul::RunMany(const float* x, int64_t n, std::span<const Output> outpu
 void CpuMatMul::RunGemv(const float* x, int64_t n, std::span<const Output> outputs) {
   const int64_t in = outputs.front().w->cols;
   const int64_t block = avx512_ ? kSplitBlockAvx512 : kSplitBlockAvx2;
-  const auto kernel = avx512_ ? &GemvAvx512 : &GemvAvx2;
+  const auto widening_kernel = avx512_ ? &GemvAvx512 : &GemvAvx2;
 
   // Chunks of about chunk_bytes of weights (a multiple of the kernels'
   // 8-row step), over all outputs, taken dynamically by the threads; all on
@@ -77,9 +78,20 @@ void CpuMatMul::RunGemv(const float* x, int64_t n, std::span<const Output> outpu
 
   bool any_bf16 = false;
   for (const Output& o : outputs) any_bf16 |= o.w->dtype == DType::kBF16;
-  if (any_bf16) {
+  const bool split_x = any_bf16 && !bf16_dot_;
+  const bool round_x = any_bf16 && bf16_dot_;
+  if (split_x) {
     if (x_split_.size() < static_cast<size_t>(n * in)) x_split_.resize(n * in);
     for (int64_t j = 0; j < n; ++j) SplitEvenOdd(x + j * in, in, block, x_split_.data() + j * in);
+  }
+  if (round_x) {
+    if (x_bf16_.size() < static_cast<size_t>(n * in)) x_bf16_.resize(n * in);
+    RoundToBf16(x, n * in, x_bf16_.data());
+  }
+  kernels_.resize(outputs.size());
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    kernels_[i] =
+        bf16_dot_ && outputs[i].w->dtype == DType::kBF16 ? &GemvAvx512Bf16 : widening_kernel;
   }
   // One argument set per (output, group of kGemvMaxRows rows of x).
   const int64_t groups = (n + kGemvMaxRows - 1) / kGemvMaxRows;
@@ -90,7 +102,8 @@ void CpuMatMul::RunGemv(const float* x, int64_t n, std::span<const Output> outpu
       const int64_t r0 = g * kGemvMaxRows;
       GemvArgs& a = args_[i * groups + g];
       a.x = x + r0 * in;
-      a.x_split = any_bf16 ? x_split_.data() + r0 * in : nullptr;
+      a.x_split = split_x ? x_split_.data() + r0 * in : nullptr;
+      a.x_bf16 = round_x ? x_bf16_.data() + r0 * in : nullptr;
       a.n = std::min<int64_t>(kGemvMaxRows, n - r0);
       a.in = in;
       a.w = o.w->data;
@@ -105,7 +118,7 @@ void CpuMatMul::RunGemv(const float* x, int64_t n, std::span<const Output> outpu
     for (int64_t c = begin; c < end; ++c) {
       const Chunk& chunk = chunks_[c];
       for (int64_t g = 0; g < groups; ++g) {
-        kernel(args_[chunk.output * groups + g], chunk.begin, chunk.end);
+        kernels_[chunk.output](args_[chunk.output * groups + g], chunk.begin, chunk.end);
       }
     }
   };

@@ -49,6 +49,8 @@ class CpuMatMul {
   static constexpr int64_t kKernelRowLimitAvx512 = 1024;
   static constexpr int64_t kKernelRowLimitAvx2 = 64;
   int64_t kernel_row_limit() const { return kernel_row_limit_; }
+  // True when BF16 weights meet x rounded to BF16 (GemvAvx512Bf16).
+  bool bf16_dot_products() const { return bf16_dot_; }
 
  private:
   void RunGemv(const float* x, int64_t n, std::span<const Output> outputs);
@@ -56,8 +58,10 @@ class CpuMatMul {
 
   ThreadPool& pool_;
   const bool avx512_;
+  const bool bf16_dot_;  // AVX512-BF16 kernels for BF16 weights
   const int64_t kernel_row_limit_;
-  std::vector<float> x_split_;  // [n, in]
+  std::vector<float> x_split_;    // [n, in]
+  std::vector<uint16_t> x_bf16_;  // [n, in]
   struct Chunk {
     int32_t output;  // index into the outputs of RunGemv
     int64_t begin;   // weight rows [begin, end)
@@ -65,6 +69,7 @@ class CpuMatMul {
   };
   std::vector<Chunk> chunks_;
   std::vector<GemvArgs> args_;
+  std::vector<void (*)(const GemvArgs&, int64_t, int64_t)> kernels_;  // per output
   std::vector<std::vector<float>> tiles_;  // per thread: widened weight tile
 };
 
