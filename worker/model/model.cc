@@ -7,22 +7,15 @@
 #include "common/status_macros.h"
 #include "spdlog/spdlog.h"
 #include "worker/backend/cpu/cpu_backend.h"
+#include "worker/backend/cuda_loader.h"
 #include "worker/model/llama_model.h"
-#ifdef STRATA_HAVE_CUDA_BACKEND
-#include "worker/backend/cuda/cuda_backend.h"
-#endif
 
 namespace strata::model {
 namespace {
 
-// "cuda" when this build has the CUDA backend and the runtime sees a device,
-// else "cpu".
-std::string AutoDevice() {
-#ifdef STRATA_HAVE_CUDA_BACKEND
-  if (backend::CudaBackend::DeviceCount().ok()) return "cuda";
-#endif
-  return "cpu";
-}
+// "cuda" when the CUDA backend module is installed and sees a device, else
+// "cpu".
+std::string AutoDevice() { return backend::CudaDeviceCount().ok() ? "cuda" : "cpu"; }
 
 // The backend options.device names, and a line describing it for the log.
 absl::StatusOr<std::unique_ptr<backend::Backend>> CreateBackend(const LoadOptions& options,
@@ -42,20 +35,15 @@ absl::StatusOr<std::unique_ptr<backend::Backend>> CreateBackend(const LoadOption
     return cpu;
   }
   if (options.device == "cuda") {
-#ifdef STRATA_HAVE_CUDA_BACKEND
-    backend::CudaBackendOptions backend_options;
+    backend::CudaLoadOptions backend_options;
     backend_options.device = options.cuda_device;
     backend_options.step_graphs = options.cuda_graphs;
-    STRATA_ASSIGN_OR_RETURN(auto cuda, backend::CudaBackend::Create(backend_options));
+    STRATA_ASSIGN_OR_RETURN(backend::LoadedCudaBackend cuda,
+                            backend::LoadCudaBackend(backend_options));
     description = absl::StrCat("cuda backend on device ", options.cuda_device, " (",
-                               cuda->device_description(), "), step graphs ",
-                               options.cuda_graphs ? "on" : "off");
-    return cuda;
-#else
-    return absl::UnavailableError(
-        "device 'cuda': the worker does not include the CUDA backend in this version (loading "
-        "cuBLAS breaks its metrics server); use --device cpu");
-#endif
+                               cuda.device_description, "), step graphs ",
+                               options.cuda_graphs ? "on" : "off", ", from ", cuda.module_path);
+    return std::move(cuda.backend);
   }
   return absl::InvalidArgumentError(
       absl::StrCat("device must be 'cpu', 'cuda' or 'auto', got '", options.device, "'"));
