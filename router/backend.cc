@@ -25,6 +25,7 @@ Backend::Backend(std::string address, RouterMetrics* metrics, EjectionPolicy eje
     std::shared_ptr<grpc::Channel> channel =
         grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), arguments);
     inference_.push_back(v1::Inference::NewStub(channel));
+    generic_.push_back(std::make_unique<grpc::GenericStub>(channel));
     // Health and load ride on the first connection, so health reflects it.
     if (i == 0) {
       health_ = grpc::health::v1::Health::NewStub(channel);

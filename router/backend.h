@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "strata/v1/inference.grpc.pb.h"
 #include "strata/v1/replica.grpc.pb.h"
@@ -81,6 +82,11 @@ class Backend {
   v1::Inference::Stub& inference() {
     return *inference_[next_channel_.fetch_add(1, std::memory_order_relaxed) % inference_.size()];
   }
+  // A byte-level stub on one of the backend's connections, in turn: Generate
+  // calls are relayed as the bytes the client sent (no re-serialising).
+  grpc::GenericStub& generic() {
+    return *generic_[next_channel_.fetch_add(1, std::memory_order_relaxed) % generic_.size()];
+  }
   grpc::health::v1::Health::Stub& health() { return *health_; }
   v1::Replica::Stub& replica() { return *replica_; }
 
@@ -115,6 +121,7 @@ class Backend {
   const EjectionPolicy ejection_policy_;
   RouterMetrics* const metrics_;
   std::vector<std::unique_ptr<v1::Inference::Stub>> inference_;  // one per connection
+  std::vector<std::unique_ptr<grpc::GenericStub>> generic_;      // one per connection
   std::atomic<uint32_t> next_channel_{0};
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
   std::unique_ptr<v1::Replica::Stub> replica_;

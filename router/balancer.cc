@@ -84,6 +84,7 @@ class PrefixAffinityBalancer final : public Balancer {
  public:
   explicit PrefixAffinityBalancer(BalancerOptions options) : options_(options) {}
   std::string_view name() const override { return "prefix_affinity"; }
+  bool reads_prompt() const override { return true; }
 
   Pick Choose(std::span<const std::shared_ptr<Backend>> candidates,
               const RouteRequest& route) override {

@@ -57,6 +57,10 @@ class Balancer {
  public:
   virtual ~Balancer() = default;
   virtual std::string_view name() const = 0;
+  // Whether Choose reads the request's prompt (text or token ids). When it
+  // does not, the router never decodes the prompt: a large one is relayed
+  // as bytes.
+  virtual bool reads_prompt() const { return false; }
   // REQUIRES: `candidates` is not empty (all of them available).
   virtual Pick Choose(std::span<const std::shared_ptr<Backend>> candidates,
                       const RouteRequest& request) = 0;

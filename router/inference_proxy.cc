@@ -1,12 +1,16 @@
 #include "router/inference_proxy.h"
 
 #include <functional>
+#include <limits>
 #include <memory>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/metrics_catalogue.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
+#include "grpcpp/support/proto_buffer_reader.h"
 #include "router/routed_generate_call.h"
 
 namespace strata::router {
@@ -72,6 +76,35 @@ class UnaryForward : public std::enable_shared_from_this<UnaryForward> {
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts_;
 };
 
+// Sets request->request_id from the serialized GenerateRequest in `bytes` and
+// skips every other field without decoding it (a 55k-id prompt is skipped in
+// one step): all that routing needs when the policy ignores the prompt.
+grpc::Status ReadRequestId(grpc::ByteBuffer* bytes, v1::GenerateRequest* request) {
+  grpc::ProtoBufferReader reader(bytes);
+  google::protobuf::io::CodedInputStream input(&reader);
+  input.SetTotalBytesLimit(std::numeric_limits<int>::max());
+  using google::protobuf::internal::WireFormatLite;
+  constexpr uint32_t kRequestIdTag =
+      (v1::GenerateRequest::kRequestIdFieldNumber << 3) | WireFormatLite::WIRETYPE_LENGTH_DELIMITED;
+  while (const uint32_t tag = input.ReadTag()) {
+    const bool ok = tag == kRequestIdTag
+                        ? WireFormatLite::ReadString(&input, request->mutable_request_id())
+                        : WireFormatLite::SkipField(&input, tag);
+    if (!ok) break;
+  }
+  if (!input.ConsumedEntireMessage() || !reader.status().ok()) {
+    return grpc::Status(grpc::StatusCode::INTERNAL, "malformed message");
+  }
+  return grpc::Status::OK;
+}
+
+// A Generate call refused before routing: finishes at once.
+class FailedGenerate final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  explicit FailedGenerate(grpc::Status status) { Finish(std::move(status)); }
+  void OnDone() override { delete this; }
+};
+
 grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context, RequestRouter& router,
                                   UnaryForward::Issue issue) {
   auto forward = std::make_shared<UnaryForward>(context, router, std::move(issue));
@@ -100,15 +133,29 @@ std::string InferenceProxy::RequestIdOf(const grpc::CallbackServerContext& conte
   return absl::StrCat("rtr-", request_id_prefix_, "-", next_request_number_.fetch_add(1));
 }
 
-grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceProxy::Generate(
-    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceProxy::Generate(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request_bytes) {
+  // Readers consume the buffer they read: they read a copy sharing the slices.
+  grpc::ByteBuffer readable(*request_bytes);
+  auto request = std::make_unique<v1::GenerateRequest>();
+  const grpc::Status parsed =
+      router_.balancer().reads_prompt()
+          ? grpc::SerializationTraits<v1::GenerateRequest>::Deserialize(&readable, request.get())
+          : ReadRequestId(&readable, request.get());
+  if (!parsed.ok()) {
+    return new FailedGenerate(grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("the request is not a strata.v1.GenerateRequest: ", parsed.error_message())));
+  }
   std::string session_key;
   const auto& metadata = context->client_metadata();
   if (auto it = metadata.find(kSessionMetadataKey); it != metadata.end()) {
     session_key.assign(it->second.data(), it->second.size());
   }
-  return RoutedGenerateCall::Start(context, *request, RequestIdOf(*context, *request),
-                                   std::move(session_key), router_, &generate_calls_in_flight_);
+  std::string request_id = RequestIdOf(*context, *request);
+  return RoutedGenerateCall::Start(context, *request_bytes, std::move(*request),
+                                   std::move(request_id), std::move(session_key), router_,
+                                   &generate_calls_in_flight_);
 }
 
 grpc::ServerUnaryReactor* InferenceProxy::Tokenize(grpc::CallbackServerContext* context,

@@ -21,7 +21,10 @@
 
 namespace strata::router {
 
-class InferenceProxy final : public v1::Inference::CallbackService {
+// Generate is a raw method: the request arrives as bytes, is parsed for
+// routing, and the same bytes go to the backend.
+class InferenceProxy final
+    : public v1::Inference::WithRawCallbackMethod_Generate<v1::Inference::CallbackService> {
  public:
   // `router` outlives the proxy.
   explicit InferenceProxy(RequestRouter& router);
@@ -29,8 +32,8 @@ class InferenceProxy final : public v1::Inference::CallbackService {
   // Generate calls accepted and not yet done (for draining at shutdown).
   int32_t GenerateCallsInFlight() const { return generate_calls_in_flight_.load(); }
 
-  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
-      grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* context,
+                                                       const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
                                      const v1::TokenizeRequest* request,
                                      v1::TokenizeResponse* response) override;

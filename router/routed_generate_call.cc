@@ -17,6 +17,9 @@ std::string CodeName(grpc::StatusCode code) {
   return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
 }
 
+// strata.v1.Inference/Generate, called by name on the backends' generic stubs.
+const std::string kGenerateMethod = "/strata.v1.Inference/Generate";
+
 double SecondsBetween(std::chrono::steady_clock::time_point from,
                       std::chrono::steady_clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
@@ -25,12 +28,13 @@ double SecondsBetween(std::chrono::steady_clock::time_point from,
 }  // namespace
 
 RoutedGenerateCall* RoutedGenerateCall::Start(grpc::CallbackServerContext* server_context,
-                                              const v1::GenerateRequest& request,
-                                              std::string request_id, std::string session_key,
-                                              RequestRouter& router,
+                                              const grpc::ByteBuffer& request_bytes,
+                                              v1::GenerateRequest request, std::string request_id,
+                                              std::string session_key, RequestRouter& router,
                                               std::atomic<int32_t>* calls_in_flight) {
-  auto* call = new RoutedGenerateCall(server_context, request, std::move(request_id),
-                                      std::move(session_key), router, calls_in_flight);
+  auto* call = new RoutedGenerateCall(server_context, request_bytes, std::move(request),
+                                      std::move(request_id), std::move(session_key), router,
+                                      calls_in_flight);
   if (router.metrics() != nullptr) router.metrics()->RequestStarted();
   if (ClientRateLimiter* limiter = router.rate_limiter(); limiter != nullptr) {
     const auto& metadata = server_context->client_metadata();
@@ -78,13 +82,15 @@ RoutedGenerateCall* RoutedGenerateCall::Start(grpc::CallbackServerContext* serve
 }
 
 RoutedGenerateCall::RoutedGenerateCall(grpc::CallbackServerContext* server_context,
-                                       const v1::GenerateRequest& request, std::string request_id,
+                                       const grpc::ByteBuffer& request_bytes,
+                                       v1::GenerateRequest request, std::string request_id,
                                        std::string session_key, RequestRouter& router,
                                        std::atomic<int32_t>* calls_in_flight)
     : server_context_(server_context),
       router_(router),
       calls_in_flight_(calls_in_flight),
-      request_(request),
+      request_bytes_(request_bytes),
+      request_(std::move(request)),
       request_id_(std::move(request_id)),
       route_{&request_, std::move(session_key)} {
   if (calls_in_flight_ != nullptr) calls_in_flight_->fetch_add(1);
@@ -146,10 +152,13 @@ void RoutedGenerateCall::Route() {
   // An infinite deadline stays infinite; a finite one travels as the time left.
   attempt->context_.set_deadline(server_context_->deadline());
   attempt->context_.AddMetadata(metrics::kRequestIdMetadataKey, request_id_);
-  attempt->backend_->inference().async()->Generate(&attempt->context_, &request_, attempt);
+  attempt->request_ = request_bytes_;
+  attempt->backend_->generic().PrepareBidiStreamingCall(&attempt->context_, kGenerateMethod,
+                                                        grpc::StubOptions(), attempt);
   // Reads are also started from server-side reactions (OnWriteDone), so a
   // hold keeps the attempt from finishing until reading stops.
   attempt->AddHold();
+  attempt->StartWriteLast(&attempt->request_, grpc::WriteOptions());
   attempt->StartRead(&attempt->response_);
   attempt->StartCall();
 }

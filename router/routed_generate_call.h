@@ -44,7 +44,7 @@
 
 namespace strata::router {
 
-class RoutedGenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>,
+class RoutedGenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                                  private AdmissionController::Waiter {
  public:
   // The message of the UNAVAILABLE status for a stream cut after its first response.
@@ -53,8 +53,12 @@ class RoutedGenerateCall final : public grpc::ServerWriteReactor<v1::GenerateRes
   // Creates and starts the call (admission, then the first attempt); the
   // result is the reactor to return to gRPC. `router` and `calls_in_flight`
   // outlive the call; `calls_in_flight` counts it until its server side is done.
+  // `request_bytes` is the request as the client sent it (relayed as is, so
+  // a large prompt is never serialised again) and `request` its parse (for
+  // routing); `request_bytes` is gRPC's and lives until OnDone.
   static RoutedGenerateCall* Start(grpc::CallbackServerContext* server_context,
-                                   const v1::GenerateRequest& request, std::string request_id,
+                                   const grpc::ByteBuffer& request_bytes,
+                                   v1::GenerateRequest request, std::string request_id,
                                    std::string session_key, RequestRouter& router,
                                    std::atomic<int32_t>* calls_in_flight);
 
@@ -65,23 +69,28 @@ class RoutedGenerateCall final : public grpc::ServerWriteReactor<v1::GenerateRes
  private:
   using Clock = std::chrono::steady_clock;
 
-  class Attempt final : public grpc::ClientReadReactor<v1::GenerateResponse> {
+  // The backend call, made by method name with bytes in and out: one write
+  // (the client's request, with the half-close) and a stream of reads.
+  class Attempt final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
    public:
     Attempt(RoutedGenerateCall& call, std::shared_ptr<Backend> backend)
         : call_(call), backend_(std::move(backend)) {}
     void OnReadDone(bool ok) override { call_.OnAttemptRead(*this, ok); }
+    // A failed write shows in the status OnDone brings.
+    void OnWriteDone(bool /*ok*/) override {}
     void OnDone(const grpc::Status& status) override { call_.OnAttemptDone(*this, status); }
 
     RoutedGenerateCall& call_;
     const std::shared_ptr<Backend> backend_;
     bool probe_ = false;  // the half-open probe of an ejected backend
     grpc::ClientContext context_;
-    v1::GenerateResponse response_;
+    grpc::ByteBuffer request_;   // shares the client's bytes
+    grpc::ByteBuffer response_;  // relayed to the client unparsed
   };
 
   RoutedGenerateCall(grpc::CallbackServerContext* server_context,
-                     const v1::GenerateRequest& request, std::string request_id,
-                     std::string session_key, RequestRouter& router,
+                     const grpc::ByteBuffer& request_bytes, v1::GenerateRequest request,
+                     std::string request_id, std::string session_key, RequestRouter& router,
                      std::atomic<int32_t>* calls_in_flight);
 
   void Admitted() override;
@@ -104,8 +113,9 @@ class RoutedGenerateCall final : public grpc::ServerWriteReactor<v1::GenerateRes
   RequestRouter& router_;
   std::atomic<int32_t>* const calls_in_flight_;
   // Owned by gRPC; valid until the server side's OnDone, which comes after
-  // every attempt has been started (attempts serialize it when they start).
-  const v1::GenerateRequest& request_;
+  // every attempt has been started (attempts share its slices).
+  const grpc::ByteBuffer& request_bytes_;
+  const v1::GenerateRequest request_;  // parsed, for routing
   const std::string request_id_;
   const RouteRequest route_;
   const Clock::time_point start_time_ = Clock::now();

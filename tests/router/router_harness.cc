@@ -146,8 +146,8 @@ InProcessRouter::InProcessRouter(const std::vector<std::string>& backends,
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(proxy_.get());
   server_ = builder.BuildAndStart();
-  stub_ = v1::Inference::NewStub(
-      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+  address_ = absl::StrCat("127.0.0.1:", port);
+  stub_ = v1::Inference::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
 }
 
 InProcessRouter::~InProcessRouter() {

@@ -99,6 +99,7 @@ class InProcessRouter {
   ~InProcessRouter();
 
   v1::Inference::Stub& stub() { return *stub_; }
+  const std::string& address() const { return address_; }  // 127.0.0.1:PORT
   RouterMetrics& metrics() { return metrics_; }
   BackendPool& pool() { return *pool_; }
   AdmissionController& admission() { return *admission_; }
@@ -116,6 +117,7 @@ class InProcessRouter {
   std::unique_ptr<InferenceProxy> proxy_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<v1::Inference::Stub> stub_;
+  std::string address_;
 };
 
 // Runs one Generate call to the end: its status and the responses it got.

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "gtest/gtest.h"
@@ -65,6 +66,67 @@ TEST(RouterTest, RelaysTheStreamInOrderWithTheFinalStatus) {
   EXPECT_EQ(scripted.last_request_.text(), "hello");
   EXPECT_EQ(scripted.last_request_.request_id(), "relay-1");
   EXPECT_EQ(scripted.last_request_.stopping().max_tokens(), 5);
+}
+
+// Generate requests are relayed as the bytes the client sent. With a policy
+// that ignores the prompt the router reads only the request id; with
+// prefix_affinity it decodes the prompt. Either way the backend gets the
+// request exactly as sent, a 55,000-id prompt included.
+TEST(RouterTest, RelaysALargePromptExactlyAsSentUnderEveryPolicy) {
+  for (const std::string policy : {"least_load", "round_robin", "prefix_affinity"}) {
+    SCOPED_TRACE(policy);
+    ScriptedBackend scripted;
+    ServedBackend backend = ServeBackend(&scripted);
+    InProcessRouter router({backend.address}, FastOptions(policy));
+    ASSERT_TRUE(router.WaitForHealthy(1));
+    v1::GenerateRequest request;
+    request.set_request_id("large-1");
+    for (int32_t i = 0; i < 55000; ++i) request.mutable_token_ids()->add_ids(i * 4099 % 200000);
+    request.mutable_sampling()->set_temperature(0.5f);
+    request.mutable_stopping()->set_max_tokens(3);
+    const GenerateOutcome outcome = RunGenerate(router.stub(), request);
+    ASSERT_TRUE(outcome.status.ok()) << outcome.status.error_message();
+    EXPECT_FALSE(outcome.responses.empty());
+    std::lock_guard<std::mutex> lock(scripted.mu_);
+    EXPECT_EQ(scripted.last_request_.SerializeAsString(), request.SerializeAsString());
+  }
+}
+
+// Bytes that are not a GenerateRequest never reach a backend.
+TEST(RouterTest, MalformedGenerateBytesAreInvalidArgument) {
+  ScriptedBackend scripted;
+  ServedBackend backend = ServeBackend(&scripted);
+  InProcessRouter router({backend.address}, FastOptions());
+  ASSERT_TRUE(router.WaitForHealthy(1));
+  grpc::GenericStub generic(
+      grpc::CreateChannel(router.address(), grpc::InsecureChannelCredentials()));
+  // Field 3 (token_ids) claims 100 bytes; 2 follow.
+  const std::string garbage("\x1a\x64\x01\x02", 4);
+  grpc::Slice slice(garbage);
+  const grpc::ByteBuffer request(&slice, 1);
+  grpc::ClientContext context;
+  grpc::CompletionQueue queue;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call =
+      generic.PrepareCall(&context, "/strata.v1.Inference/Generate", &queue);
+  void* tag = nullptr;
+  bool ok = false;
+  call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_TRUE(queue.Next(&tag, &ok));
+  call->WriteLast(request, grpc::WriteOptions(), reinterpret_cast<void*>(2));
+  ASSERT_TRUE(queue.Next(&tag, &ok));
+  grpc::ByteBuffer response;
+  call->Read(&response, reinterpret_cast<void*>(3));
+  ASSERT_TRUE(queue.Next(&tag, &ok));
+  EXPECT_FALSE(ok);  // no response
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(4));
+  ASSERT_TRUE(queue.Next(&tag, &ok));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("not a strata.v1.GenerateRequest"));
+  queue.Shutdown();
+  while (queue.Next(&tag, &ok)) {
+  }
+  EXPECT_EQ(scripted.calls_.load(), 0);
 }
 
 TEST(RouterTest, PassesBackendErrorsThroughWithCodeAndMessage) {
@@ -548,9 +610,9 @@ TEST(RouterTest, MetricsCountRelayedCallsByCodeAndBackend) {
   // A backend that leaves the set leaves the metrics too, once its last user
   // (a health watch finishing on its own thread) lets it go.
   router.pool().Update({});
-  EXPECT_TRUE(Eventually(
-      [&] { return router.ScrapeMetrics().find(backend.address) == std::string::npos; }))
-      << router.ScrapeMetrics();
+  EXPECT_TRUE(Eventually([&] {
+    return router.ScrapeMetrics().find(backend.address) == std::string::npos;
+  })) << router.ScrapeMetrics();
 }
 
 TEST(HealthWatcherTest, FollowsTheBackendsServingStatus) {
