@@ -9,7 +9,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev grpc-proto
   prometheus-cpp-dev libgloo-dev libopenblas-dev nlohmann-json3-dev libcli11-dev
   libspdlog-dev libabsl-dev libre2-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev
-  prometheus iproute2 curl
+  prometheus iproute2 curl nginx-light
   golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev
   golang-github-xeipuuv-gojsonschema-dev
 )
@@ -38,5 +38,17 @@ if [ "$(id -u)" -ne 0 ]; then
   fi
 fi
 echo "install-deps: installing ${missing[*]}"
+# prometheus and nginx ship daemons that their packages would start; tests
+# start their own on 127.0.0.1. A policy-rc.d that refuses service starts
+# keeps them stopped while installing (left alone if the machine has one).
+policy=/usr/sbin/policy-rc.d
+added_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+  $SUDO chmod 755 "$policy"
+  added_policy=1
+fi
+remove_policy() { [ "$added_policy" -eq 1 ] && $SUDO rm -f "$policy"; return 0; }
+trap remove_policy EXIT
 $SUDO apt-get update -q
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

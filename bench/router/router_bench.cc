@@ -114,11 +114,18 @@ int RunFakeReplica(const std::string& listen, int tokens) {
 struct Child {
   pid_t pid = -1;
   std::string address;
+  // SIGTERM first, so that nginx's master stops its workers (they are its
+  // children, not the bench's, and would outlive a SIGKILL of the master);
+  // SIGKILL after 2 s.
   ~Child() {
-    if (pid > 0) {
-      kill(pid, SIGKILL);
-      waitpid(pid, nullptr, 0);
+    if (pid <= 0) return;
+    kill(pid, SIGTERM);
+    for (int i = 0; i < 200; ++i) {
+      if (waitpid(pid, nullptr, WNOHANG) == pid) return;
+      usleep(10000);
     }
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
   }
 };
 
