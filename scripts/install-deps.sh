@@ -52,3 +52,11 @@ remove_policy() { [ "$added_policy" -eq 1 ] && $SUDO rm -f "$policy"; return 0; 
 trap remove_policy EXIT
 $SUDO apt-get update -q
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# Nor do they start at the next boot (systemd machines only).
+if [ -d /run/systemd/system ]; then
+  for service in nginx prometheus; do
+    if printf '%s\n' "${missing[@]}" | grep -qx "$service\(-light\)\?"; then
+      $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || true
+    fi
+  done
+fi
