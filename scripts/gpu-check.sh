@@ -3,7 +3,8 @@
 # toolkit, CMake and the project's C++ packages present; no network, no apt):
 #   1. configures a build for the GPU's own architecture only and builds just
 #      the GPU tests and the GPU benchmark;
-#   2. runs the ctest label "gpu" (kernel parity, model parity, NCCL);
+#   2. runs the ctest label "gpu" (kernel parity, model parity, a worker
+#      process serving from the GPU through the CUDA backend module, NCCL);
 #   3. runs strata-gpu-bench (Llama-3-8B shape, random BF16 weights);
 #   4. writes a short report (figures + pass/fail) to a file and stdout.
 # Meant to finish in under 5 minutes on an H100 (most of it is the build).
@@ -102,7 +103,7 @@ if [ "$DRY_RUN" -eq 0 ]; then
 fi
 
 # ---- 1. Build only what the check needs -----------------------------------------
-TARGETS=(cuda_backend_test cuda_model_test nccl_communicator_test strata-gpu-bench)
+TARGETS=(cuda_backend_test cuda_model_test cuda_worker_test nccl_communicator_test strata-gpu-bench)
 start=$SECONDS
 configure=(cmake -S "$ROOT" -B "$BUILD_DIR" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release
   -DSTRATA_WITH_CUDA=ON "-DSTRATA_CUDA_ARCHS=$ARCHS" -DSTRATA_BUILD_TESTS=ON

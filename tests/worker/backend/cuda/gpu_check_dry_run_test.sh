@@ -11,7 +11,7 @@ fail() { echo "FAIL: $*"; echo "----- output -----"; cat "$TMP/out"; exit 1; }
 "$ROOT/scripts/gpu-check.sh" --dry-run --build-dir "$TMP/build" --report "$TMP/report.txt" \
   > "$TMP/out" 2>&1 || fail "dry run exited $?"
 for expected in "+ cmake -S $ROOT -B $TMP/build" "-DSTRATA_WITH_CUDA=ON" "-DSTRATA_CUDA_ARCHS=" \
-    "--target cuda_backend_test cuda_model_test nccl_communicator_test strata-gpu-bench" \
+    "--target cuda_backend_test cuda_model_test cuda_worker_test nccl_communicator_test strata-gpu-bench" \
     "+ ctest --test-dir $TMP/build -L gpu" "+ $TMP/build/bench/gpu/strata-gpu-bench" "nvcc:" \
     "gpu:"; do
   grep -qF -- "$expected" "$TMP/out" || fail "output lacks '$expected'"
