@@ -1,11 +1,13 @@
 // y[n, out] = x[n, in] · W[out, in]^T (+ bias) on the CPU.
 //
-// Up to `kernel_row_limit` rows (decode batches): the kernels of
-// gemv_kernels.h, threads taking chunks of W's rows; each chunk is small
-// enough to stay in the core's L2 while it meets every group of
-// kGemvMaxRows rows of x, so W is read from memory once per product and
-// widened in registers (the AVX-512 kernels run near the FMA peak).
-// More rows (long prefill chunks): each thread widens tiles of its share of
+// Up to `kernel_row_limit` rows (decode batches and prefill chunks): the
+// kernels of gemv_kernels.h, threads taking chunks of W's rows; each chunk is
+// small enough to stay in the core's L2 while it meets every group of
+// kGemvMaxRows rows of x, so W is read from memory once per product. 16-bit
+// weights are widened in registers, or (BF16 on AVX512-BF16 CPUs) meet x
+// rounded to BF16 in dot-product instructions. Each row of y is summed in
+// the same order whatever n is (batch invariance).
+// More rows: each thread widens tiles of its share of
 // W's rows to F32 (F32 weights are used in place) and multiplies them with
 // OpenBLAS sgemm, single-threaded per call so that our threads and
 // OpenBLAS's never compete for cores.
