@@ -124,6 +124,14 @@ TEST(GemvKernelsTest, RoundToBf16RoundsToNearestEven) {
   for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(out[i], F32ToBf16(x[i])) << x[i];
   EXPECT_EQ(Bf16ToF32(out[1]), 1.0f);
   EXPECT_EQ(Bf16ToF32(out[2]), 1.015625f);
+  // Long runs (the vector path and its scalar tail) round as the scalar does.
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 100.0f);
+  std::vector<float> many(1000 + 7);
+  for (float& v : many) v = normal(rng);
+  std::vector<uint16_t> rounded(many.size());
+  RoundToBf16(many.data(), static_cast<int64_t>(many.size()), rounded.data());
+  for (size_t i = 0; i < many.size(); ++i) ASSERT_EQ(rounded[i], F32ToBf16(many[i])) << many[i];
 }
 
 TEST(GemvKernelsTest, SplitEvenOddDealsEachFullBlock) {

@@ -48,7 +48,8 @@ void GemvAvx2(const GemvArgs& args, int64_t row_begin, int64_t row_end);
 // accumulation); each row of y is still summed in one order whatever n is.
 void GemvAvx512Bf16(const GemvArgs& args, int64_t row_begin, int64_t row_end);
 
-// out[i] = x[i] rounded to BF16 (nearest even), i < n.
+// out[i] = x[i] rounded to BF16 (nearest even), i < n; vectorised where the
+// CPU has AVX512-BF16.
 void RoundToBf16(const float* x, int64_t n, uint16_t* out);
 
 // Block widths of the BF16 split layout per kernel.
