@@ -13,6 +13,9 @@
 // router's DrainBackend or `strata drain --worker`): health NOT_SERVING, calls
 // in flight get --drain-timeout (alias --drain-seconds) to finish, then the
 // engine stops (a leader tells its followers to exit) and the process exits 0.
+// A follower that gets the signal keeps running the leader's steps until the
+// leader shuts the replica down (at most its own --drain-timeout plus the
+// teardown bound), so a group stopped all at once still finishes its streams.
 // A replica that loses a rank: the leader turns NOT_SERVING at once, fails the
 // calls in flight with UNAVAILABLE and exits 1; followers exit 1; every
 // message names the lost rank where known.
@@ -93,6 +96,20 @@ bool InstallTerminationHandlers() {
 constexpr unsigned char kReplicaFailed = 200;   // a collective failed: the replica is lost
 constexpr unsigned char kLeaderShutDown = 201;  // follower: the leader stopped the replica
 constexpr unsigned char kDrainRequested = 202;  // leader: Replica/Drain asked it to drain
+
+// After the drain, the most that stopping the engine and telling the other
+// ranks may take before the process exits anyway.
+constexpr std::chrono::seconds kTeardownTimeout{10};
+
+// Bounds what follows the drain: past kTeardownTimeout, exit 0 anyway.
+void StartTeardownWatchdog() {
+  std::thread([] {
+    std::this_thread::sleep_for(kTeardownTimeout);
+    spdlog::warn("{}: teardown did not finish within {} s; exiting", kProgram,
+                 std::chrono::duration_cast<std::chrono::seconds>(kTeardownTimeout).count());
+    ExitNow(0);
+  }).detach();
+}
 
 void PostEvent(unsigned char event) {
   [[maybe_unused]] const ssize_t written = write(termination_pipe[1], &event, 1);
@@ -412,6 +429,38 @@ int main(int argc, char** argv) {
     });
     int event = 0;
     while (event == 0) event = WaitForTerminationSignal(std::chrono::milliseconds(-1));
+    if (event != kReplicaFailed && event != kLeaderShutDown) {
+      // The leader's calls in flight need every rank until they finish, and
+      // when the whole group is stopped at once the leader drains first: keep
+      // stepping until it shuts the replica down, for at most its drain
+      // timeout plus its teardown. A second signal stops at once.
+      const auto signalled_at = std::chrono::steady_clock::now();
+      const auto wait_limit =
+          std::chrono::milliseconds(static_cast<int64_t>(drain_seconds * 1000.0)) +
+          kTeardownTimeout;
+      spdlog::info(
+          "{}: rank {}: signal {}; serving until the leader shuts the replica down "
+          "(at most {} s)",
+          kProgram, rank, event,
+          std::chrono::duration_cast<std::chrono::seconds>(wait_limit).count());
+      int next = 0;
+      while (next == 0) {
+        const auto waited = std::chrono::steady_clock::now() - signalled_at;
+        if (waited >= wait_limit) break;
+        next = WaitForTerminationSignal(
+            std::chrono::duration_cast<std::chrono::milliseconds>(wait_limit - waited) +
+            std::chrono::milliseconds(1));
+      }
+      if (next == 0) {
+        spdlog::warn("{}: rank {}: the leader did not shut the replica down within {} s; exiting",
+                     kProgram, rank,
+                     std::chrono::duration_cast<std::chrono::seconds>(wait_limit).count());
+      } else if (next != kReplicaFailed && next != kLeaderShutDown) {
+        spdlog::info("{}: rank {}: second signal {}; exiting now", kProgram, rank, next);
+      } else {
+        event = next;
+      }
+    }
     health->Shutdown();
     server->Shutdown(std::chrono::system_clock::now());
     if (event == kReplicaFailed) {
@@ -420,10 +469,12 @@ int main(int argc, char** argv) {
     if (event == kLeaderShutDown) {
       steps.join();
       spdlog::info("{}: rank {}: the leader shut the replica down; exiting", kProgram, rank);
-    } else {
-      spdlog::info("{}: rank {}: shutting down on signal {}", kProgram, rank, event);
+      // Closing the session says goodbye to the leader's store, so the
+      // leader does not report this rank lost.
+      StartTeardownWatchdog();
+      follower.reset();
     }
-    // On a signal the step thread may be inside a collective: leave without joining it.
+    // Otherwise the step thread may be inside a collective: leave without joining it.
     ExitNow(0);
   }
 
@@ -496,6 +547,10 @@ int main(int argc, char** argv) {
   while (service.GenerateCallsInFlight() > 0 && std::chrono::steady_clock::now() < drain_deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  // Tearing the replica down talks to the other ranks; one that hangs must
+  // not keep the process past its grace period (the kubelet's SIGKILL would
+  // turn a clean stop into a failure).
+  StartTeardownWatchdog();
   replica_service.Stop();
   server->Shutdown(std::chrono::system_clock::now());
   // Calls are done; stop the engine before anything it calls back into goes.

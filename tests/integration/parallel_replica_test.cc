@@ -245,6 +245,42 @@ TEST(ParallelReplicaTest, KillingAFollowerMidGenerationStopsTheWholeReplica) {
       << "the leader must report NOT_SERVING before it exits";
 }
 
+// What the kubelet does when a LeaderWorkerSet group goes: SIGTERM to every
+// pod at once. Followers keep stepping while the leader drains, so the stream
+// in flight completes; then the leader shuts the replica down and all exit 0.
+TEST(ParallelReplicaTest, SigtermToEveryRankAtOnceLetsTheStreamInFlightFinish) {
+  TempDir logs;
+  absl::StatusOr<ReplicaProcesses> replica =
+      LaunchReplica(STRATA_MODEL_DIR, /*tp=*/2, /*pp=*/2, {"--drain-timeout", "60"}, logs.path());
+  ASSERT_TRUE(replica.ok()) << replica.status();
+  ServerProcess& leader = replica->ranks[0];
+  ASSERT_TRUE(WaitUntilServing(leader).ok()) << leader.process->Stderr();
+
+  v1::GenerateRequest request;
+  request.set_text("Once upon a time");
+  request.mutable_stopping()->set_max_tokens(300);
+  request.mutable_stopping()->set_ignore_eos(true);
+  request.mutable_options()->set_return_token_ids(true);
+  cli::InferenceClient client(leader.address, std::chrono::seconds(120));
+  size_t tokens = 0;
+  bool signalled = false;
+  const absl::Status status = client.Generate(request, [&](const v1::GenerateResponse& response) {
+    tokens += response.token_ids_size();
+    if (!signalled) {
+      for (ServerProcess& rank : replica->ranks) rank.process->Signal(SIGTERM);
+      signalled = true;
+    }
+  });
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_EQ(tokens, 300u) << "the stream must run to max_tokens through the drain";
+  // Followers wait up to drain + teardown (70 s) for the leader's word:
+  // exiting well before that means the leader shut the replica down.
+  for (ServerProcess& rank : replica->ranks) {
+    EXPECT_EQ(rank.process->WaitForExit(std::chrono::seconds(20)), 0)
+        << rank.process->name() << ": " << rank.process->Stderr();
+  }
+}
+
 TEST(ParallelReplicaTest, AFollowerThatHangsPastTheCollectiveTimeoutStopsTheReplica) {
   TempDir logs;
   absl::StatusOr<ReplicaProcesses> replica = LaunchReplica(

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/hash.h"
 #include "common/metrics_catalogue.h"
@@ -273,11 +274,19 @@ class LeaderModel final : public model::Model {
     if (receiver_.joinable()) receiver_.join();
     // Followers exit cleanly instead of reporting a lost leader.
     std::lock_guard<std::mutex> world_lock(world_mu_);
-    if (Broken().ok()) {
-      absl::Status status = BroadcastPlan(*rank_->world_, PlanKind::kShutdown, nullptr);
-      if (!status.ok())
-        spdlog::warn("shutting the replica down: {}", std::string(status.message()));
+    if (!Broken().ok()) return;
+    // A send to a rank that is already gone would wait out the collective
+    // timeout (Gloo does not fail it when the connection closes), so the
+    // shutdown goes out only while every rank is still there; the others
+    // see the leader's store close instead.
+    absl::StatusOr<std::vector<int>> lost = rank_->session_->store().LostRanks();
+    if (lost.ok() && !lost->empty()) {
+      spdlog::info("shutting the replica down: rank(s) {} already gone; not broadcasting",
+                   absl::StrJoin(*lost, ","));
+      return;
     }
+    absl::Status status = BroadcastPlan(*rank_->world_, PlanKind::kShutdown, nullptr);
+    if (!status.ok()) spdlog::warn("shutting the replica down: {}", std::string(status.message()));
   }
 
   const model::ModelConfig& config() const override { return rank_->model_->config(); }
