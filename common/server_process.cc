@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
@@ -24,7 +25,10 @@ bool WriteFileAtomically(const std::string& path, const std::string& contents) {
 }
 
 [[noreturn]] void ExitServerProcess(int code) {
-  spdlog::shutdown();
+  // Flush, never drop, the loggers: threads still running (a store
+  // connection noting a rank gone, a watchdog) may be logging right now, and
+  // spdlog::shutdown() would destroy the logger under them.
+  if (std::shared_ptr<spdlog::logger> logger = spdlog::default_logger()) logger->flush();
   std::fflush(stdout);
   std::fflush(stderr);
   std::_Exit(code);
