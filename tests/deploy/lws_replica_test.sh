@@ -174,6 +174,19 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
+# Where each thread of process $1 is, from the kernel's view (for a pod that
+# does not stop): its state, wait channel and kernel stack.
+describe_tasks() {
+  local task
+  echo "--- threads of pid $1: $(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null)"
+  for task in /proc/"$1"/task/*; do
+    [ -d "$task" ] || continue
+    echo "  ${task##*/} $(cat "$task/comm" 2>/dev/null): $(grep '^State' "$task/status" 2>/dev/null)" \
+      "wchan=$(cat "$task/wchan" 2>/dev/null)"
+    sed 's/^/      /' "$task/stack" 2>/dev/null | head -n 8
+  done
+}
+
 # The pod's process has exited (a zombie counts): true.
 pod_exited() {
   local pid=$1
@@ -382,16 +395,32 @@ fi
 
 # 4. Stop the group as the kubelet does (SIGTERM to every pod at once).
 for ((i = 0; i < pods; i++)); do kill -TERM "${pod_pids[i]}" 2>/dev/null; done
+# Each pod is waited for with the shell's own `wait` (its exit status, no
+# reading of /proc), interrupted by a timer's SIGUSR1 at the pod's limit.
+stop_timed_out=0
+trap 'stop_timed_out=1' USR1
 for ((i = 0; i < pods; i++)); do
   limit=${pod_graces[i]}
   [ "$limit" -gt "$stop_timeout_cap" ] && limit=$stop_timeout_cap
-  deadline=$((SECONDS + limit))
-  while ! pod_exited "${pod_pids[i]}" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
-  pod_exited "${pod_pids[i]}" || fail "pod ${pod_names[i]} still runs $limit s after SIGTERM"
+  (
+    trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+    sleep "$limit" &
+    sleeper=$!
+    wait "$sleeper" && kill -USR1 $$
+  ) >/dev/null 2>&1 &
+  timer=$!
+  stop_timed_out=0
   wait "${pod_pids[i]}"
   status=$?
+  kill "$timer" 2>/dev/null
+  wait "$timer" 2>/dev/null
+  if [ "$stop_timed_out" -ne 0 ]; then
+    describe_tasks "${pod_pids[i]}"
+    fail "pod ${pod_names[i]} still runs $limit s after SIGTERM"
+  fi
   [ "$status" -eq 0 ] || fail "pod ${pod_names[i]} exited with status $status on SIGTERM (want 0)"
 done
+trap - USR1
 for ((i = 0; i < pods; i++)); do
   left=$(ip netns pids "$prefix-pod$i")
   [ -z "$left" ] || fail "processes left in ${pod_names[i]}'s namespace after it stopped: $left"
