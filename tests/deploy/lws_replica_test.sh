@@ -67,9 +67,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# Seconds to wait for the leader to turn ready, and at most for a pod to stop.
+# Seconds to wait for the leader to turn ready, and at most for a pod to stop
+# (each pod gets its own terminationGracePeriodSeconds, as from the kubelet,
+# up to this cap).
 startup_timeout=180
-stop_timeout_cap=30
+stop_timeout_cap=90
 # The pods' network, private to this run's namespaces.
 subnet=10.244.0
 node_ip=$subnet.1
@@ -395,6 +397,7 @@ fi
 
 # 4. Stop the group as the kubelet does (SIGTERM to every pod at once).
 for ((i = 0; i < pods; i++)); do kill -TERM "${pod_pids[i]}" 2>/dev/null; done
+sigterm_at=$SECONDS
 # Each pod is waited for with the shell's own `wait` (its exit status, no
 # reading of /proc), interrupted by a timer's SIGUSR1 at the pod's limit.
 stop_timed_out=0
@@ -402,9 +405,12 @@ trap 'stop_timed_out=1' USR1
 for ((i = 0; i < pods; i++)); do
   limit=${pod_graces[i]}
   [ "$limit" -gt "$stop_timeout_cap" ] && limit=$stop_timeout_cap
+  # The limit runs from the SIGTERM, as the kubelet's grace period does.
+  left=$((sigterm_at + limit - SECONDS))
+  [ "$left" -gt 0 ] || left=0
   (
     trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
-    sleep "$limit" &
+    sleep "$left" &
     sleeper=$!
     wait "$sleeper" && kill -USR1 $$
   ) >/dev/null 2>&1 &
@@ -412,6 +418,8 @@ for ((i = 0; i < pods; i++)); do
   stop_timed_out=0
   wait "${pod_pids[i]}"
   status=$?
+  [ $((SECONDS - sigterm_at)) -le 5 ] ||
+    echo "note: pod ${pod_names[i]} stopped $((SECONDS - sigterm_at)) s after SIGTERM (limit $limit s)"
   kill "$timer" 2>/dev/null
   wait "$timer" 2>/dev/null
   if [ "$stop_timed_out" -ne 0 ]; then
