@@ -1,11 +1,14 @@
 #include "common/server_process.h"
 
+#include <malloc.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "spdlog/spdlog.h"
 
 namespace strata {
@@ -22,6 +25,13 @@ bool WriteFileAtomically(const std::string& path, const std::string& contents) {
     if (!out) return false;
   }
   return std::rename(temporary.c_str(), path.c_str()) == 0;
+}
+
+void TuneProcessForServing() {
+  // Fixed thresholds also turn off glibc's dynamic mmap threshold.
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 }
 
 [[noreturn]] void ExitServerProcess(int code) {

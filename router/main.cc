@@ -53,6 +53,7 @@ int Fail(const std::string& message) { return strata::PrintStartupError(kProgram
 }  // namespace
 
 int main(int argc, char** argv) {
+  strata::TuneProcessForServing();
   // Termination signals are taken by sigwait below; block them before any
   // thread starts so every thread inherits the mask.
   sigset_t termination_signals;

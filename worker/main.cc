@@ -128,6 +128,7 @@ int WaitForTerminationSignal(std::chrono::milliseconds timeout) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  strata::TuneProcessForServing();
   if (!InstallTerminationHandlers()) return Fail("cannot install SIGINT/SIGTERM handlers");
 
   CLI::App app{"strata-worker: serves a model over strata.v1.Inference (gRPC)."};

@@ -8,7 +8,10 @@
 //   - TTFT at concurrency 1: p50/p99, and the router's added latency
 //     (through the router minus direct to a replica);
 //   - requests/s with --concurrency streams in flight for --seconds;
-//   - the same with prompts of --large-prompt-tokens token ids (~220 KB).
+//   - the same with prompts of --large-prompt-tokens token ids (~220 KB);
+//   - for both loads, the CPU time per request of the proxy (router or nginx)
+//     and of the fake replicas. On a shared 2-core machine requests/s moves
+//     with whatever else runs; CPU per request is the steadier figure.
 // Prints one line per measurement and a JSON summary to stdout.
 #include <netinet/in.h>
 #include <signal.h>
@@ -28,6 +31,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -35,6 +39,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/server_process.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "nlohmann/json.hpp"
@@ -93,6 +98,8 @@ class FakeReplica final : public strata::v1::Inference::CallbackService {
 };
 
 int RunFakeReplica(const std::string& listen, int tokens) {
+  // As strata-worker does, so a fake replica costs what a worker's gRPC side would.
+  strata::TuneProcessForServing();
   FakeReplica service(tokens);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
@@ -163,6 +170,36 @@ std::unique_ptr<Child> Spawn(const std::vector<std::string>& argv, const std::st
   }
   std::fprintf(stderr, "router-bench: %s did not start; see %s\n", argv[0].c_str(), log.c_str());
   std::exit(1);
+}
+
+// ---- CPU accounting ----------------------------------------------------------
+
+// User plus system CPU seconds of `pid` and of its children that are still
+// running (nginx's workers are its master's children), from /proc.
+double ProcessTreeCpuSeconds(pid_t pid) {
+  static const double ticks_per_second = static_cast<double>(sysconf(_SC_CLK_TCK));
+  double seconds = 0.0;
+  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  if (std::getline(stat, line)) {
+    // Fields after the command name (which may hold spaces) in parentheses;
+    // utime and stime are fields 14 and 15 of the line.
+    std::istringstream fields(line.substr(line.rfind(')') + 2));
+    std::string field;
+    for (int index = 3; index <= 15 && fields >> field; ++index) {
+      if (index >= 14) seconds += std::stod(field) / ticks_per_second;
+    }
+  }
+  std::ifstream children(absl::StrCat("/proc/", pid, "/task/", pid, "/children"));
+  pid_t child = 0;
+  while (children >> child) seconds += ProcessTreeCpuSeconds(child);
+  return seconds;
+}
+
+double CpuSeconds(const std::vector<pid_t>& pids) {
+  double seconds = 0.0;
+  for (pid_t pid : pids) seconds += ProcessTreeCpuSeconds(pid);
+  return seconds;
 }
 
 // ---- load --------------------------------------------------------------------
@@ -381,9 +418,13 @@ int main(int argc, char** argv) {
   struct Target {
     std::string name;
     std::string address;
+    std::vector<pid_t> proxy;  // none for direct
   };
-  std::vector<Target> targets = {{"direct", addresses[0]}, {"router", router->address}};
-  if (nginx) targets.push_back({"nginx", nginx->address});
+  std::vector<pid_t> fake_pids;
+  for (const auto& fake : fakes) fake_pids.push_back(fake->pid);
+  std::vector<Target> targets = {{"direct", addresses[0], {}},
+                                 {"router", router->address, {router->pid}}};
+  if (nginx) targets.push_back({"nginx", nginx->address, {nginx->pid}});
 
   nlohmann::json summary;
   const strata::v1::GenerateRequest small = Prompt(16);
@@ -395,19 +436,46 @@ int main(int argc, char** argv) {
     RunLoad(target.address, small, 4, std::chrono::milliseconds(300), 0, 1);  // warm up
     const Measurement latency =
         RunLoad(target.address, small, 1, std::chrono::hours(1), latency_requests, 1);
-    const Measurement rate = RunLoad(target.address, small, concurrency, duration, 0, 4);
-    const Measurement large_rate = RunLoad(target.address, large, concurrency, duration, 0, 4);
+    // CPU milliseconds per request of the proxy and of the replicas during `run`.
+    struct CpuPerRequest {
+      double proxy_ms = 0.0;
+      double replicas_ms = 0.0;
+    };
+    const auto measure_cpu = [&](const std::function<Measurement()>& run, CpuPerRequest& cpu) {
+      const double proxy_before = CpuSeconds(target.proxy);
+      const double replicas_before = CpuSeconds(fake_pids);
+      Measurement measurement = run();
+      const double requests = std::max<int64_t>(1, measurement.requests);
+      cpu.proxy_ms = (CpuSeconds(target.proxy) - proxy_before) * 1000.0 / requests;
+      cpu.replicas_ms = (CpuSeconds(fake_pids) - replicas_before) * 1000.0 / requests;
+      return measurement;
+    };
+    CpuPerRequest small_cpu;
+    CpuPerRequest large_cpu;
+    const Measurement rate = measure_cpu(
+        [&] { return RunLoad(target.address, small, concurrency, duration, 0, 4); }, small_cpu);
+    const Measurement large_rate = measure_cpu(
+        [&] { return RunLoad(target.address, large, concurrency, duration, 0, 4); }, large_cpu);
     std::printf(
         "%-7s TTFT p50 %.3f ms p99 %.3f ms | %.0f req/s (%lld errors) | %d-id prompts %.0f req/s "
         "(%lld errors)\n",
         target.name.c_str(), latency.Percentile(0.5), latency.Percentile(0.99), rate.rate(),
         static_cast<long long>(rate.errors), large_prompt_tokens, large_rate.rate(),
         static_cast<long long>(large_rate.errors));
+    std::printf(
+        "%-7s CPU per request: proxy %.3f ms, replicas %.3f ms | %d-id prompts: proxy %.3f ms, "
+        "replicas %.3f ms\n",
+        target.name.c_str(), small_cpu.proxy_ms, small_cpu.replicas_ms, large_prompt_tokens,
+        large_cpu.proxy_ms, large_cpu.replicas_ms);
     summary[target.name] = {{"ttft_p50_ms", latency.Percentile(0.5)},
                             {"ttft_p99_ms", latency.Percentile(0.99)},
                             {"requests_per_second", rate.rate()},
                             {"errors", rate.errors + large_rate.errors},
-                            {"large_prompt_requests_per_second", large_rate.rate()}};
+                            {"large_prompt_requests_per_second", large_rate.rate()},
+                            {"proxy_cpu_ms_per_request", small_cpu.proxy_ms},
+                            {"replicas_cpu_ms_per_request", small_cpu.replicas_ms},
+                            {"large_prompt_proxy_cpu_ms_per_request", large_cpu.proxy_ms},
+                            {"large_prompt_replicas_cpu_ms_per_request", large_cpu.replicas_ms}};
   }
   for (const char* name : {"router", "nginx"}) {
     if (!summary.contains(name)) continue;
