@@ -4,6 +4,7 @@
 #include <chrono>
 #include <utility>
 
+#include "router/stream_reader.h"
 #include "spdlog/spdlog.h"
 #include "strata/v1/inference.grpc.pb.h"
 
@@ -49,16 +50,16 @@ bool HealthWatcher::WatchOnce() {
   }
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(std::string(v1::Inference::service_full_name()));
-  std::unique_ptr<grpc::ClientReader<grpc::health::v1::HealthCheckResponse>> reader =
-      backend_.health().Watch(&context, request);
-  grpc::health::v1::HealthCheckResponse response;
   bool saw_serving = false;
-  while (reader->Read(&response)) {
-    const bool serving = response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
-    saw_serving = saw_serving || serving;
-    Report(serving);
-  }
-  const grpc::Status status = reader->Finish();
+  const grpc::Status status = ReadServerStream<grpc::health::v1::HealthCheckResponse>(
+      [&](grpc::ClientReadReactor<grpc::health::v1::HealthCheckResponse>* reactor) {
+        backend_.health().async()->Watch(&context, &request, reactor);
+      },
+      [&](const grpc::health::v1::HealthCheckResponse& response) {
+        const bool serving = response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+        saw_serving = saw_serving || serving;
+        Report(serving);
+      });
   {
     std::lock_guard<std::mutex> lock(mu_);
     current_ = nullptr;

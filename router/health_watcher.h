@@ -2,8 +2,9 @@
 // Watch stream, re-opened (100 ms, doubling to 1 s) whenever it breaks; a
 // broken stream counts as not serving. Each change is reported to a callback.
 //
-// Thread-safety: Start and Stop from one thread; the callback runs on the
-// watcher's own thread.
+// Thread-safety: Start and Stop from one thread. The callback runs on a gRPC
+// thread (reading the Watch stream) or on the watcher's own thread (when the
+// stream breaks), never on two at once.
 #pragma once
 
 #include <condition_variable>
@@ -43,8 +44,10 @@ class HealthWatcher {
   std::condition_variable stop_requested_;
   bool stopping_ = false;                   // guarded by mu_
   grpc::ClientContext* current_ = nullptr;  // guarded by mu_; the Watch in progress
-  bool reported_ = false;                   // watcher thread only
-  bool last_serving_ = false;               // watcher thread only
+  // Touched by one stream's reader at a time, then by the watcher thread
+  // after that stream has ended.
+  bool reported_ = false;
+  bool last_serving_ = false;
 };
 
 }  // namespace strata::router

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <vector>
 
+#include "router/stream_reader.h"
 #include "spdlog/spdlog.h"
 
 namespace strata::router {
@@ -66,14 +67,14 @@ grpc::Status LoadWatcher::WatchOnce(bool* got_report) {
     current_ = &context;
   }
   v1::WatchLoadRequest request;
-  std::unique_ptr<grpc::ClientReader<v1::LoadReport>> reader =
-      backend_.replica().WatchLoad(&context, request);
-  v1::LoadReport report;
-  while (reader->Read(&report)) {
-    *got_report = true;
-    backend_.SetLoad(LoadFromReport(report));
-  }
-  const grpc::Status status = reader->Finish();
+  const grpc::Status status = ReadServerStream<v1::LoadReport>(
+      [&](grpc::ClientReadReactor<v1::LoadReport>* reactor) {
+        backend_.replica().async()->WatchLoad(&context, &request, reactor);
+      },
+      [&](const v1::LoadReport& report) {
+        *got_report = true;
+        backend_.SetLoad(LoadFromReport(report));
+      });
   {
     std::lock_guard<std::mutex> lock(mu_);
     current_ = nullptr;

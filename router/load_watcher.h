@@ -4,8 +4,8 @@
 // Replica service, e.g. an older worker). A broken stream clears the load, so
 // a stale report never steers traffic.
 //
-// Thread-safety: Start and Stop from one thread; reports are stored from the
-// watcher's own thread.
+// Thread-safety: Start and Stop from one thread; reports are stored from a
+// gRPC thread reading the stream.
 #pragma once
 
 #include <condition_variable>
