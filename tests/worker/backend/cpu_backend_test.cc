@@ -277,115 +277,124 @@ TEST_F(CpuBackendTest, PagedAttentionMatchesDenseCausalAttention) {
     int32_t head_dim;
     int32_t block_size;
   };
-  for (const Shape shape : {Shape{10, 3}, Shape{8, 16}, Shape{3, 5}, Shape{64, 16}, Shape{17, 7}})
-    for (int32_t kv_heads : {4, 2, 1}) {
-      SCOPED_TRACE(testing::Message() << "head_dim " << shape.head_dim << " block_size "
-                                      << shape.block_size << " kv_heads " << kv_heads);
-      const int32_t head_dim = shape.head_dim;
-      const int32_t block_size = shape.block_size;
-      AttentionParams params;
-      params.num_heads = 4;
-      params.num_kv_heads = kv_heads;
-      params.head_dim = head_dim;
-      params.block_size = block_size;
-      params.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-      const int32_t num_blocks = 40;
-      const int64_t kv_row = kv_heads * params.head_dim;
-      const int64_t q_row = params.num_heads * params.head_dim;
-      KvCacheLayer cache{Zeros(num_blocks * block_size * kv_row),
-                         Zeros(num_blocks * block_size * kv_row)};
+  // Without the long prefill the batch is small enough to run on one thread;
+  // with it, the work is shared by the pool's threads.
+  for (const bool long_prefill : {false, true})
+    for (const Shape shape : {Shape{10, 3}, Shape{8, 16}, Shape{3, 5}, Shape{64, 16}, Shape{17, 7}})
+      for (int32_t kv_heads : {4, 2, 1}) {
+        SCOPED_TRACE(testing::Message()
+                     << "head_dim " << shape.head_dim << " block_size " << shape.block_size
+                     << " kv_heads " << kv_heads << " long_prefill " << long_prefill);
+        const int32_t head_dim = shape.head_dim;
+        const int32_t block_size = shape.block_size;
+        AttentionParams params;
+        params.num_heads = 4;
+        params.num_kv_heads = kv_heads;
+        params.head_dim = head_dim;
+        params.block_size = block_size;
+        params.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+        const int32_t num_blocks = 64;
+        const int64_t kv_row = kv_heads * params.head_dim;
+        const int64_t q_row = params.num_heads * params.head_dim;
+        KvCacheLayer cache{Zeros(num_blocks * block_size * kv_row),
+                           Zeros(num_blocks * block_size * kv_row)};
 
-      struct Seq {
-        int32_t cached;  // positions already in the cache
-        int32_t new_tokens;
-        std::vector<int32_t> blocks;
-      };
-      // Block tables scrambled, long enough for the smallest block size.
-      const std::vector<Seq> seqs = {
-          {7, 1, {13, 2, 8}},
-          {5, 6, {0, 19, 4, 11}},
-          {45, 1, {39, 1, 30, 5, 22, 9, 27, 3, 36, 14, 25, 17, 33, 6, 21, 10}}};
-      // Dense K/V per sequence for the reference, [context, kv_row].
-      std::vector<std::vector<float>> dense_k, dense_v;
-      for (const Seq& s : seqs) {
-        const int32_t context = s.cached + s.new_tokens;
-        dense_k.push_back(Random(context * kv_row));
-        dense_v.push_back(Random(context * kv_row));
-        // The cached part goes in through AppendKv too, one call per sequence.
-        std::vector<int32_t> slots;
-        for (int32_t p = 0; p < s.cached; ++p)
-          slots.push_back(s.blocks[p / block_size] * block_size + p % block_size);
-        const std::vector<float> k(dense_k.back().begin(),
-                                   dense_k.back().begin() + s.cached * kv_row);
-        const std::vector<float> v(dense_v.back().begin(),
-                                   dense_v.back().begin() + s.cached * kv_row);
-        backend_.AppendKv(cache, params, Upload(k), Upload(v), Upload(slots), s.cached);
-      }
-      // The step: new tokens of both sequences, appended then attended.
-      std::vector<float> step_k, step_v;
-      std::vector<int32_t> slots, tables;
-      std::vector<AttentionSequence> descriptors;
-      int32_t first = 0;
-      int32_t max_context = 0;
-      for (size_t i = 0; i < seqs.size(); ++i) {
-        const Seq& s = seqs[i];
-        const int32_t context = s.cached + s.new_tokens;
-        descriptors.push_back({first, s.new_tokens, context, static_cast<int32_t>(tables.size())});
-        tables.insert(tables.end(), s.blocks.begin(), s.blocks.end());
-        for (int32_t p = s.cached; p < context; ++p) {
-          slots.push_back(s.blocks[p / block_size] * block_size + p % block_size);
-          step_k.insert(step_k.end(), dense_k[i].begin() + p * kv_row,
-                        dense_k[i].begin() + (p + 1) * kv_row);
-          step_v.insert(step_v.end(), dense_v[i].begin() + p * kv_row,
-                        dense_v[i].begin() + (p + 1) * kv_row);
+        struct Seq {
+          int32_t cached;  // positions already in the cache
+          int32_t new_tokens;
+          std::vector<int32_t> blocks;
+        };
+        // Block tables scrambled, long enough for the smallest block size.
+        std::vector<Seq> seqs = {
+            {7, 1, {13, 2, 8}},
+            {5, 6, {0, 19, 4, 11}},
+            {45, 1, {39, 1, 30, 5, 22, 9, 27, 3, 36, 14, 25, 17, 33, 6, 21, 10}}};
+        if (long_prefill) {
+          seqs.push_back({2, 58, {52, 41, 60, 47, 44, 57, 40, 63, 49, 55,
+                                  42, 58, 46, 61, 43, 50, 54, 45, 62, 48}});
         }
-        first += s.new_tokens;
-        max_context = std::max(max_context, context);
-      }
-      const int32_t n = first;
-      backend_.AppendKv(cache, params, Upload(step_k), Upload(step_v), Upload(slots), n);
-      const std::vector<float> q = Random(n * q_row);
-      AttentionBatch batch;
-      batch.sequences = Upload(descriptors);
-      batch.num_sequences = static_cast<int32_t>(descriptors.size());
-      batch.block_tables = Upload(tables);
-      batch.num_tokens = n;
-      batch.max_context_len = max_context;
-      float* out = Zeros(n * q_row);
-      backend_.PagedAttention(Upload(q), batch, cache, params, out);
-      const std::vector<float> got = Download(out, n * q_row);
+        // Dense K/V per sequence for the reference, [context, kv_row].
+        std::vector<std::vector<float>> dense_k, dense_v;
+        for (const Seq& s : seqs) {
+          const int32_t context = s.cached + s.new_tokens;
+          dense_k.push_back(Random(context * kv_row));
+          dense_v.push_back(Random(context * kv_row));
+          // The cached part goes in through AppendKv too, one call per sequence.
+          std::vector<int32_t> slots;
+          for (int32_t p = 0; p < s.cached; ++p)
+            slots.push_back(s.blocks[p / block_size] * block_size + p % block_size);
+          const std::vector<float> k(dense_k.back().begin(),
+                                     dense_k.back().begin() + s.cached * kv_row);
+          const std::vector<float> v(dense_v.back().begin(),
+                                     dense_v.back().begin() + s.cached * kv_row);
+          backend_.AppendKv(cache, params, Upload(k), Upload(v), Upload(slots), s.cached);
+        }
+        // The step: new tokens of both sequences, appended then attended.
+        std::vector<float> step_k, step_v;
+        std::vector<int32_t> slots, tables;
+        std::vector<AttentionSequence> descriptors;
+        int32_t first = 0;
+        int32_t max_context = 0;
+        for (size_t i = 0; i < seqs.size(); ++i) {
+          const Seq& s = seqs[i];
+          const int32_t context = s.cached + s.new_tokens;
+          descriptors.push_back(
+              {first, s.new_tokens, context, static_cast<int32_t>(tables.size())});
+          tables.insert(tables.end(), s.blocks.begin(), s.blocks.end());
+          for (int32_t p = s.cached; p < context; ++p) {
+            slots.push_back(s.blocks[p / block_size] * block_size + p % block_size);
+            step_k.insert(step_k.end(), dense_k[i].begin() + p * kv_row,
+                          dense_k[i].begin() + (p + 1) * kv_row);
+            step_v.insert(step_v.end(), dense_v[i].begin() + p * kv_row,
+                          dense_v[i].begin() + (p + 1) * kv_row);
+          }
+          first += s.new_tokens;
+          max_context = std::max(max_context, context);
+        }
+        const int32_t n = first;
+        backend_.AppendKv(cache, params, Upload(step_k), Upload(step_v), Upload(slots), n);
+        const std::vector<float> q = Random(n * q_row);
+        AttentionBatch batch;
+        batch.sequences = Upload(descriptors);
+        batch.num_sequences = static_cast<int32_t>(descriptors.size());
+        batch.block_tables = Upload(tables);
+        batch.num_tokens = n;
+        batch.max_context_len = max_context;
+        float* out = Zeros(n * q_row);
+        backend_.PagedAttention(Upload(q), batch, cache, params, out);
+        const std::vector<float> got = Download(out, n * q_row);
 
-      int32_t t = 0;
-      for (size_t i = 0; i < seqs.size(); ++i) {
-        for (int32_t j = 0; j < seqs[i].new_tokens; ++j, ++t) {
-          const int32_t position = seqs[i].cached + j;
-          for (int32_t h = 0; h < params.num_heads; ++h) {
-            const int32_t g = h / (params.num_heads / kv_heads);
-            std::vector<double> scores(position + 1);
-            double max_score = -1e300;
-            for (int32_t p = 0; p <= position; ++p) {
-              double s = 0;
-              for (int d = 0; d < head_dim; ++d) {
-                s += q[t * q_row + h * head_dim + d] * dense_k[i][p * kv_row + g * head_dim + d];
-              }
-              scores[p] = s * params.scale;
-              max_score = std::max(max_score, scores[p]);
-            }
-            double sum = 0;
-            for (double& s : scores) sum += (s = std::exp(s - max_score));
-            for (int d = 0; d < head_dim; ++d) {
-              double expected = 0;
+        int32_t t = 0;
+        for (size_t i = 0; i < seqs.size(); ++i) {
+          for (int32_t j = 0; j < seqs[i].new_tokens; ++j, ++t) {
+            const int32_t position = seqs[i].cached + j;
+            for (int32_t h = 0; h < params.num_heads; ++h) {
+              const int32_t g = h / (params.num_heads / kv_heads);
+              std::vector<double> scores(position + 1);
+              double max_score = -1e300;
               for (int32_t p = 0; p <= position; ++p) {
-                expected += scores[p] / sum * dense_v[i][p * kv_row + g * head_dim + d];
+                double s = 0;
+                for (int d = 0; d < head_dim; ++d) {
+                  s += q[t * q_row + h * head_dim + d] * dense_k[i][p * kv_row + g * head_dim + d];
+                }
+                scores[p] = s * params.scale;
+                max_score = std::max(max_score, scores[p]);
               }
-              ASSERT_NEAR(got[t * q_row + h * head_dim + d], expected, 1e-5)
-                  << "kv_heads " << kv_heads << " sequence " << i << " token " << j << " head "
-                  << h;
+              double sum = 0;
+              for (double& s : scores) sum += (s = std::exp(s - max_score));
+              for (int d = 0; d < head_dim; ++d) {
+                double expected = 0;
+                for (int32_t p = 0; p <= position; ++p) {
+                  expected += scores[p] / sum * dense_v[i][p * kv_row + g * head_dim + d];
+                }
+                ASSERT_NEAR(got[t * q_row + h * head_dim + d], expected, 1e-5)
+                    << "kv_heads " << kv_heads << " sequence " << i << " token " << j << " head "
+                    << h;
+              }
             }
           }
         }
       }
-    }
 }
 
 }  // namespace

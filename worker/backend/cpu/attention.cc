@@ -11,6 +11,10 @@
 namespace strata::backend::cpu {
 namespace {
 
+// A batch of fewer multiply-adds than this runs on the calling thread (as
+// kMinParallelWeights does for products).
+constexpr int64_t kMinParallelWork = 64 * 1024;
+
 // Lanes [0, n) set, for masked loads of a row's last partial vector.
 inline __m256i TailMask(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -142,7 +146,7 @@ void PagedAttentionCpu::Run(const float* q, const AttentionBatch& batch, const K
   // K/V row they read. Items are dealt round-robin, so the longer causal rows
   // of a prefill chunk spread over all threads.
   const int64_t num_items = static_cast<int64_t>(batch.num_tokens) * num_kv_heads;
-  pool_.Run(static_cast<int>(num_items), [&](int item, int thread) {
+  auto run_item = [&](int item, int thread) {
     const int32_t t = item / num_kv_heads;
     const int32_t kv_head = item % num_kv_heads;
     const AttentionSequence& seq = batch.sequences[token_sequence_[t]];
@@ -190,7 +194,20 @@ void PagedAttentionCpu::Run(const float* q, const AttentionBatch& batch, const K
                     std::min(8, head_dim - d), out_head + d);
       }
     }
-  });
+  };
+  // Multiply-adds of the whole batch (scores and weighted sums): a decode
+  // step of a small model is a few microseconds of work, less than waking
+  // another thread costs.
+  int64_t work = 0;
+  for (int32_t s = 0; s < batch.num_sequences; ++s) {
+    work += static_cast<int64_t>(batch.sequences[s].num_tokens) * batch.sequences[s].context_len;
+  }
+  work *= 2 * q_row;
+  if (work < kMinParallelWork) {
+    for (int item = 0; item < num_items; ++item) run_item(item, 0);
+  } else {
+    pool_.Run(static_cast<int>(num_items), run_item);
+  }
 }
 
 }  // namespace strata::backend::cpu

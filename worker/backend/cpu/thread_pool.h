@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace strata::backend {
@@ -43,8 +44,10 @@ class ThreadPool {
       for (int p = 0; p < num_parts; ++p) fn(p, 0);
       return;
     }
-    RunErased(num_parts, &fn,
-              [](void* ctx, int part, int thread) { (*static_cast<Fn*>(ctx))(part, thread); });
+    using Callable = std::remove_reference_t<Fn>;
+    RunErased(
+        num_parts, const_cast<void*>(static_cast<const void*>(&fn)),
+        [](void* ctx, int part, int thread) { (*static_cast<Callable*>(ctx))(part, thread); });
   }
 
   // Splits [0, count) into contiguous ranges, one per thread (fewer when
