@@ -4,7 +4,7 @@
 #include <chrono>
 #include <utility>
 
-#include "router/stream_reader.h"
+#include "common/grpc_stream_reader.h"
 #include "spdlog/spdlog.h"
 #include "strata/v1/inference.grpc.pb.h"
 

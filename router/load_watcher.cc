@@ -4,7 +4,7 @@
 #include <chrono>
 #include <vector>
 
-#include "router/stream_reader.h"
+#include "common/grpc_stream_reader.h"
 #include "spdlog/spdlog.h"
 
 namespace strata::router {

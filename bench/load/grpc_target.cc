@@ -1,6 +1,7 @@
 #include "bench/load/grpc_target.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc_stream_reader.h"
 
 namespace strata::bench {
 
@@ -43,19 +44,21 @@ RequestResult GrpcTarget::Run(const BenchRequest& request) {
     context.set_deadline(std::chrono::system_clock::now() + *request_timeout_);
   }
   RequestTimer timer;
-  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
-      stub_->Generate(&context, proto);
-  v1::GenerateResponse response;
-  while (reader->Read(&response)) {
-    timer.OnTokens(response.token_ids_size(), result);
-    if (response.has_usage()) {
-      result.cached_tokens = response.usage().cached_tokens();
-      if (response.usage().prompt_tokens() > 0) {
-        result.prompt_tokens = response.usage().prompt_tokens();
-      }
-    }
-  }
-  const grpc::Status status = reader->Finish();
+  // Read with the callback API: this thread only waits, so the clients'
+  // threads do not all compete to poll gRPC's connections.
+  const grpc::Status status = ReadServerStream<v1::GenerateResponse>(
+      [&](grpc::ClientReadReactor<v1::GenerateResponse>* reactor) {
+        stub_->async()->Generate(&context, &proto, reactor);
+      },
+      [&](const v1::GenerateResponse& response) {
+        timer.OnTokens(response.token_ids_size(), result);
+        if (response.has_usage()) {
+          result.cached_tokens = response.usage().cached_tokens();
+          if (response.usage().prompt_tokens() > 0) {
+            result.prompt_tokens = response.usage().prompt_tokens();
+          }
+        }
+      });
   timer.OnEnd(result);
   if (!status.ok()) {
     result.code = static_cast<absl::StatusCode>(status.error_code());

@@ -4,11 +4,12 @@
 //
 // Why not grpc::ClientReader: a thread blocked in a synchronous gRPC read
 // polls gRPC's one shared epoll set (the epoll1 engine), so it takes the
-// events of every connection, the relayed Generate streams' included, and
-// hands their callbacks to gRPC's callback threads with a wake-up each. The
-// router's long-lived watch streams (health and load, per backend) did a
-// third of its event handling that way under load. A thread waiting on a
-// condition variable polls nothing.
+// events of every connection in the process and hands their callbacks to
+// gRPC's callback threads with a wake-up each. The router's long-lived watch
+// streams (health and load, per backend) did a third of its event handling
+// that way under load, and a load generator's client threads (one per
+// stream in flight) all competed to poll. A thread waiting on a condition
+// variable polls nothing.
 //
 // Thread-safety: `on_message` runs on gRPC's threads, one message at a time.
 // Cancel the call with context->TryCancel() from any thread.
@@ -20,7 +21,7 @@
 
 #include "grpcpp/grpcpp.h"
 
-namespace strata::router {
+namespace strata {
 
 // `start` begins the call on the reactor it is given, e.g.
 //   [&](auto* reactor) { stub.async()->Watch(context, &request, reactor); }
@@ -67,4 +68,4 @@ grpc::Status ReadServerStream(const std::function<void(grpc::ClientReadReactor<R
   return reader.Run(start);
 }
 
-}  // namespace strata::router
+}  // namespace strata
