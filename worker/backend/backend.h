@@ -52,10 +52,13 @@ struct Weight {
   uint64_t bytes() const { return static_cast<uint64_t>(elements()) * DTypeSize(dtype); }
 };
 
-// Geometry of one layer's paged KV cache. Keys and values are F32, laid out
-// [num_blocks, block_size, num_kv_heads, head_dim]; a token at position p of
-// a sequence lives in slot block_table[p / block_size] * block_size +
-// p % block_size.
+// Geometry of one layer's paged KV cache. Keys and values are F32, each
+// num_blocks * block_size * num_kv_heads * head_dim floats; a token at
+// position p of a sequence lives in slot block_table[p / block_size] *
+// block_size + p % block_size. Within a block, the layout is the backend's
+// own (only its AppendKv and PagedAttention touch the cache): CUDA keeps
+// [block_size, num_kv_heads, head_dim] for both, the CPU backend transposes
+// keys (see cpu/attention.h).
 struct KvCacheLayer {
   float* key = nullptr;
   float* value = nullptr;

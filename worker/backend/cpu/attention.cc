@@ -20,54 +20,53 @@ inline __m256i TailMask(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-// Lane p = the horizontal sum of acc[p].
-[[gnu::always_inline]] inline __m256 ReduceEight(const __m256 acc[8]) {
-  const __m256 t0 = _mm256_hadd_ps(acc[0], acc[1]);
-  const __m256 t1 = _mm256_hadd_ps(acc[2], acc[3]);
-  const __m256 t2 = _mm256_hadd_ps(acc[4], acc[5]);
-  const __m256 t3 = _mm256_hadd_ps(acc[6], acc[7]);
-  const __m256 u0 = _mm256_hadd_ps(t0, t1);  // lanes: 0 1 2 3 | 0 1 2 3 (halves)
-  const __m256 u1 = _mm256_hadd_ps(t2, t3);  // lanes: 4 5 6 7 | 4 5 6 7 (halves)
-  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
-}
-
-// scores[i] = scale · q · key_i for the `count` (1..8) keys at key, key +
-// stride, ...; all 8 lanes are stored (lanes past count repeat the last key),
-// so `scores` must have room for 8.
-[[gnu::always_inline]] inline void ScoreEight(const float* q, const float* key, int64_t stride,
-                                              int count, int head_dim, __m256 scale,
-                                              float* scores) {
-  // Keys past count alias the last one: no branches in the loop below.
-  const int64_t step[8] = {0,
-                           std::min(1, count - 1) * stride,
-                           std::min(2, count - 1) * stride,
-                           std::min(3, count - 1) * stride,
-                           std::min(4, count - 1) * stride,
-                           std::min(5, count - 1) * stride,
-                           std::min(6, count - 1) * stride,
-                           std::min(7, count - 1) * stride};
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-  auto accumulate = [&](__m256 qv, int d, auto load) {
-    a0 = _mm256_fmadd_ps(qv, load(key + step[0] + d), a0);
-    a1 = _mm256_fmadd_ps(qv, load(key + step[1] + d), a1);
-    a2 = _mm256_fmadd_ps(qv, load(key + step[2] + d), a2);
-    a3 = _mm256_fmadd_ps(qv, load(key + step[3] + d), a3);
-    a4 = _mm256_fmadd_ps(qv, load(key + step[4] + d), a4);
-    a5 = _mm256_fmadd_ps(qv, load(key + step[5] + d), a5);
-    a6 = _mm256_fmadd_ps(qv, load(key + step[6] + d), a6);
-    a7 = _mm256_fmadd_ps(qv, load(key + step[7] + d), a7);
+// rows[g][0, 8) = scale · q_g · key_i for 8 consecutive positions i of one
+// block, g < heads (1 or 2 query heads of a group), keys transposed:
+// key_t[d * block_size + i]. Lanes past the run's end hold garbage, never
+// read. Four partial sums over d per head hide the FMA latency; their order
+// depends only on head_dim, so a position's score never depends on its batch.
+[[gnu::always_inline]] inline void ScoreEightTransposed(const float* const q[2], int heads,
+                                                        const float* key_t, int64_t block_size,
+                                                        int head_dim, const __m256i* mask,
+                                                        __m256 scale, float* const rows[2]) {
+  __m256 acc0[4], acc1[4];
+  for (int u = 0; u < 4; ++u) acc0[u] = acc1[u] = _mm256_setzero_ps();
+  auto load = [&](int d) {
+    const float* p = key_t + d * block_size;
+    return mask == nullptr ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, *mask);
   };
   int d = 0;
-  for (; d + 8 <= head_dim; d += 8) {
-    accumulate(_mm256_loadu_ps(q + d), d, [](const float* p) { return _mm256_loadu_ps(p); });
+  if (heads == 2) {
+    for (; d + 4 <= head_dim; d += 4) {
+      for (int u = 0; u < 4; ++u) {
+        const __m256 k = load(d + u);
+        acc0[u] = _mm256_fmadd_ps(_mm256_broadcast_ss(q[0] + d + u), k, acc0[u]);
+        acc1[u] = _mm256_fmadd_ps(_mm256_broadcast_ss(q[1] + d + u), k, acc1[u]);
+      }
+    }
+    for (; d < head_dim; ++d) {
+      const __m256 k = load(d);
+      acc0[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(q[0] + d), k, acc0[0]);
+      acc1[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(q[1] + d), k, acc1[0]);
+    }
+  } else {
+    for (; d + 4 <= head_dim; d += 4) {
+      for (int u = 0; u < 4; ++u) {
+        acc0[u] = _mm256_fmadd_ps(_mm256_broadcast_ss(q[0] + d + u), load(d + u), acc0[u]);
+      }
+    }
+    for (; d < head_dim; ++d) {
+      acc0[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(q[0] + d), load(d), acc0[0]);
+    }
   }
-  if (d < head_dim) {
-    const __m256i mask = TailMask(head_dim - d);
-    accumulate(_mm256_maskload_ps(q + d, mask), d,
-               [mask](const float* p) { return _mm256_maskload_ps(p, mask); });
+  const __m256 sum0 =
+      _mm256_add_ps(_mm256_add_ps(acc0[0], acc0[1]), _mm256_add_ps(acc0[2], acc0[3]));
+  _mm256_storeu_ps(rows[0], _mm256_mul_ps(sum0, scale));
+  if (heads == 2) {
+    const __m256 sum1 =
+        _mm256_add_ps(_mm256_add_ps(acc1[0], acc1[1]), _mm256_add_ps(acc1[2], acc1[3]));
+    _mm256_storeu_ps(rows[1], _mm256_mul_ps(sum1, scale));
   }
-  const __m256 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-  _mm256_storeu_ps(scores, _mm256_mul_ps(ReduceEight(acc), scale));
 }
 
 // out[0, width) = Σ_j weights[j] · value_j[0, width) (width ≤ 8) over the
@@ -109,10 +108,17 @@ void AppendKv(const KvCacheLayer& cache, const AttentionParams& params, const fl
               const float* v, const int32_t* slots, int64_t n) {
   const int64_t row = static_cast<int64_t>(params.num_kv_heads) * params.head_dim;
   const size_t row_bytes = static_cast<size_t>(row) * sizeof(float);
+  const int64_t block_size = params.block_size;
   for (int64_t t = 0; t < n; ++t) {
     const int64_t slot = slots[t];
-    std::memcpy(cache.key + slot * row, k + t * row, row_bytes);
     std::memcpy(cache.value + slot * row, v + t * row, row_bytes);
+    // Key element (h, d) of the slot's position i in block b goes to
+    // [b][h][d][i]: row-major b, then a [row, block_size] transposed tile.
+    const int64_t block = slot / block_size;
+    const int64_t i = slot % block_size;
+    float* tile = cache.key + block * block_size * row + i;
+    const float* key = k + t * row;
+    for (int64_t e = 0; e < row; ++e) tile[e * block_size] = key[e];
   }
 }
 
@@ -162,25 +168,36 @@ void PagedAttentionCpu::Run(const float* q, const AttentionBatch& batch, const K
     // per-position table lookups below.
     int num_runs = 0;
     for (int32_t start = 0; start < length; start += block_size) {
-      scratch.runs[num_runs++] = {
-          static_cast<int64_t>(block_table[start / block_size]) * block_size * kv_row + head_offset,
-          std::min(block_size, length - start)};
+      const int64_t block_start =
+          static_cast<int64_t>(block_table[start / block_size]) * block_size * kv_row;
+      scratch.runs[num_runs++] = {block_start + head_offset, block_start + head_offset * block_size,
+                                  std::min(block_size, length - start)};
     }
 
-    for (int32_t g = 0; g < group; ++g) {
-      const float* q_head = q_group + g * head_dim;
-      float* row = scratch.scores.data() + g * score_stride;
-      // Score up to 8 keys at a time within each run; runs start at
-      // multiples of block_size, so the score row stays dense.
+    // Score 8 positions at a time within each run, two query heads of the
+    // group at a time (they share each key load); runs start at multiples
+    // of block_size, so the score rows stay dense.
+    for (int32_t g = 0; g < group; g += 2) {
+      const int heads = std::min(2, group - g);
+      const float* q_heads[2] = {q_group + g * head_dim, q_group + (g + heads - 1) * head_dim};
+      float* rows[2] = {scratch.scores.data() + g * score_stride,
+                        scratch.scores.data() + (g + heads - 1) * score_stride};
       int32_t position = 0;
       for (int r = 0; r < num_runs; ++r) {
-        const float* key = cache.key + scratch.runs[r].offset;
+        const float* key_t = cache.key + scratch.runs[r].key_offset;
         for (int32_t i = 0; i < scratch.runs[r].length; i += 8) {
-          const int count = std::min(8, scratch.runs[r].length - i);
-          ScoreEight(q_head, key + i * kv_row, kv_row, count, head_dim, scale, row + position + i);
+          // A load past the block's row would read the next row (or, for
+          // the cache's last row, past its end): mask it.
+          const __m256i tail = TailMask(block_size - i);
+          float* at[2] = {rows[0] + position + i, rows[1] + position + i};
+          ScoreEightTransposed(q_heads, heads, key_t + i, block_size, head_dim,
+                               i + 8 <= block_size ? nullptr : &tail, scale, at);
         }
         position += scratch.runs[r].length;
       }
+    }
+    for (int32_t g = 0; g < group; ++g) {
+      float* row = scratch.scores.data() + g * score_stride;
       const float sum = simd::ExpShiftSum(row, simd::Max(row, length), length);
       const float inv_sum = 1.0f / sum;
       for (int32_t j = 0; j < length; ++j) row[j] *= inv_sum;
