@@ -27,6 +27,28 @@ double SecondsBetween(std::chrono::steady_clock::time_point from,
 
 }  // namespace
 
+absl::StatusOr<grpc::ByteBuffer> MergeGenerateResponses(
+    const std::vector<grpc::ByteBuffer>& parts) {
+  v1::GenerateResponse merged;
+  std::string text;
+  for (const grpc::ByteBuffer& bytes : parts) {
+    grpc::ByteBuffer copy = bytes;  // Deserialize clears its input
+    v1::GenerateResponse response;
+    if (!grpc::SerializationTraits<v1::GenerateResponse>::Deserialize(&copy, &response).ok()) {
+      return absl::InvalidArgumentError("a backend response does not parse as GenerateResponse");
+    }
+    text += response.text();
+    merged.MergeFrom(response);  // appends ids and logprobs; the last's finish and usage
+  }
+  merged.set_text(std::move(text));
+  grpc::ByteBuffer out;
+  bool own_buffer = false;
+  const grpc::Status status =
+      grpc::SerializationTraits<v1::GenerateResponse>::Serialize(merged, &out, &own_buffer);
+  if (!status.ok()) return absl::InternalError(status.error_message());
+  return out;
+}
+
 RoutedGenerateCall* RoutedGenerateCall::Start(grpc::CallbackServerContext* server_context,
                                               const grpc::ByteBuffer& request_bytes,
                                               v1::GenerateRequest request, std::string request_id,
@@ -139,6 +161,7 @@ void RoutedGenerateCall::Route() {
     tried_.push_back(choice.backend->address());
     attempts_.push_back(std::make_unique<Attempt>(*this, choice.backend));
     attempt = attempts_.back().get();
+    attempt->read_outstanding_ = true;  // the first read, started below
     current_ = attempt;
     ++attempts_outstanding_;
     if (!first_call_time_) first_call_time_ = Clock::now();
@@ -155,8 +178,8 @@ void RoutedGenerateCall::Route() {
   attempt->request_ = request_bytes_;
   attempt->backend_->generic().PrepareBidiStreamingCall(&attempt->context_, kGenerateMethod,
                                                         grpc::StubOptions(), attempt);
-  // Reads are also started from server-side reactions (OnWriteDone), so a
-  // hold keeps the attempt from finishing until reading stops.
+  // Reads are also started from server-side reactions (OnWriteDone, after
+  // a pause), so a hold keeps the attempt from finishing until reading stops.
   attempt->AddHold();
   attempt->StartWriteLast(&attempt->request_, grpc::WriteOptions());
   attempt->StartRead(&attempt->response_);
@@ -164,38 +187,103 @@ void RoutedGenerateCall::Route() {
 }
 
 void RoutedGenerateCall::OnAttemptRead(Attempt& attempt, bool ok) {
-  if (!ok) {
-    // The stream ended; OnAttemptDone brings the status.
-    attempt.RemoveHold();
-    return;
-  }
+  bool start_write = false;
+  bool read_again = false;
+  bool remove_hold = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!first_response_seen_) {
-      first_response_seen_ = true;
-      if (router_.metrics() != nullptr) {
-        router_.metrics()->RecordFirstResponse(SecondsBetween(start_time_, Clock::now()));
+    attempt.read_outstanding_ = false;
+    if (!ok || client_gone_) {
+      // The stream ended (OnAttemptDone brings the status), or nobody is
+      // left to write to.
+      remove_hold = StopReadingLocked(attempt);
+    } else {
+      if (!first_response_seen_) {
+        first_response_seen_ = true;
+        if (router_.metrics() != nullptr) {
+          router_.metrics()->RecordFirstResponse(SecondsBetween(start_time_, Clock::now()));
+        }
+      }
+      if (write_in_flight_) {
+        held_.push_back(attempt.response_);  // shares the slices
+      } else {
+        write_in_flight_ = true;
+        out_.Swap(&attempt.response_);
+        start_write = true;
+      }
+      attempt.response_.Clear();
+      if (held_.size() < kMaxHeldResponses) {
+        attempt.read_outstanding_ = true;
+        read_again = true;
+      } else {
+        reading_paused_ = true;
       }
     }
-    write_in_flight_ = true;
   }
-  StartWrite(&attempt.response_);
+  if (start_write) StartWrite(&out_);
+  if (read_again) attempt.StartRead(&attempt.response_);
+  if (remove_hold) attempt.RemoveHold();
+}
+
+bool RoutedGenerateCall::StopReadingLocked(Attempt& attempt) {
+  if (attempt.hold_removed_) return false;
+  attempt.hold_removed_ = true;
+  return true;
+}
+
+void RoutedGenerateCall::TakeHeldLocked() {
+  if (held_.size() > 1) {
+    absl::StatusOr<grpc::ByteBuffer> merged = MergeGenerateResponses(held_);
+    if (merged.ok()) {
+      out_ = *std::move(merged);
+      held_.clear();
+      return;
+    }
+    // Not ours to judge: relay them one at a time, as they came.
+  }
+  out_ = held_.front();
+  held_.erase(held_.begin());
 }
 
 void RoutedGenerateCall::OnWriteDone(bool ok) {
   Attempt* attempt = nullptr;
+  bool write_next = false;
+  bool resume_reading = false;
+  bool remove_hold = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    write_in_flight_ = false;
     attempt = current_;
+    if (!ok) {
+      client_gone_ = true;
+      write_in_flight_ = false;
+      held_.clear();
+      reading_paused_ = false;
+      // An outstanding read stops the reading when it completes.
+      if (!attempt->read_outstanding_) remove_hold = StopReadingLocked(*attempt);
+    } else if (!held_.empty()) {
+      TakeHeldLocked();
+      write_next = true;
+      if (reading_paused_) {
+        reading_paused_ = false;
+        attempt->read_outstanding_ = true;
+        resume_reading = true;
+      }
+    } else {
+      write_in_flight_ = false;
+    }
   }
-  if (ok) {
-    attempt->StartRead(&attempt->response_);
+  if (!ok) {
+    // The client is gone: stop the backend now instead of reading on.
+    attempt->context_.TryCancel();
+    if (remove_hold) attempt->RemoveHold();
+    MaybeFinish();
     return;
   }
-  // The client is gone: stop the backend now instead of reading on.
-  attempt->context_.TryCancel();
-  attempt->RemoveHold();
+  if (write_next) {
+    StartWrite(&out_);
+    if (resume_reading) attempt->StartRead(&attempt->response_);
+    return;
+  }
   MaybeFinish();
 }
 
@@ -314,7 +402,7 @@ void RoutedGenerateCall::MaybeFinish() {
   RouterRequestTimes times;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (finish_called_ || write_in_flight_ || !final_status_) return;
+    if (finish_called_ || write_in_flight_ || !held_.empty() || !final_status_) return;
     // A relayed attempt may still be reading: its OnDone sets the status.
     finish_called_ = true;
     status = *final_status_;

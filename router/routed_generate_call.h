@@ -3,9 +3,13 @@
 // on another backend when the first one fails UNAVAILABLE before the first
 // response, and relayed back as a stream.
 //
-// Relaying: one response is in flight at a time (read one from the backend,
-// write it to the client, read the next), so a slow client slows the backend
-// stream instead of filling the router's memory.
+// Relaying: one write to the client is in flight at a time, and the backend
+// stream is read on meanwhile. Responses that arrive while a write is in
+// flight are held (at most kMaxHeldResponses; then reading pauses, so a slow
+// client slows the backend stream instead of filling the router's memory)
+// and go out merged into one response when the write completes, as the
+// worker itself coalesces tokens behind a write: text concatenated, token
+// ids and logprobs appended, finish reason and usage from the last.
 //
 // Deadlines: every attempt carries the client's deadline (gRPC sends the
 // time remaining). Cancellation: a client cancel (or an expired deadline)
@@ -35,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
 #include "router/admission_controller.h"
@@ -43,6 +48,12 @@
 #include "strata/v1/inference.grpc.pb.h"
 
 namespace strata::router {
+
+// The serialized GenerateResponses `parts` (in stream order) as one: text
+// concatenated, token ids and logprobs appended, the finish reason, usage
+// and request id of the last that sets them. An error when a part does not
+// parse.
+absl::StatusOr<grpc::ByteBuffer> MergeGenerateResponses(const std::vector<grpc::ByteBuffer>& parts);
 
 class RoutedGenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                                  private AdmissionController::Waiter {
@@ -61,6 +72,9 @@ class RoutedGenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffe
                                    v1::GenerateRequest request, std::string request_id,
                                    std::string session_key, RequestRouter& router,
                                    std::atomic<int32_t>* calls_in_flight);
+
+  // Responses held behind a write in flight before reading pauses.
+  static constexpr size_t kMaxHeldResponses = 32;
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
@@ -83,6 +97,10 @@ class RoutedGenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffe
     RoutedGenerateCall& call_;
     const std::shared_ptr<Backend> backend_;
     bool probe_ = false;  // the half-open probe of an ejected backend
+    // Guarded by the call's mu_: a read is outstanding; the hold that keeps
+    // the attempt open while reads may still be started has been removed.
+    bool read_outstanding_ = false;
+    bool hold_removed_ = false;
     grpc::ClientContext context_;
     grpc::ByteBuffer request_;   // shares the client's bytes
     grpc::ByteBuffer response_;  // relayed to the client unparsed
@@ -101,7 +119,14 @@ class RoutedGenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffe
   void OnTimer(bool fired);
   // REQUIRES: mu_ held. Arms the timer to call Route() after `delay`.
   void ArmTimerLocked(std::chrono::milliseconds delay);
-  // Records the final status; the client call is finished once no write is in flight.
+  // REQUIRES: mu_ held, held_ not empty. Moves the held responses into
+  // out_, merged into one when there are several.
+  void TakeHeldLocked();
+  // REQUIRES: mu_ held. Whether the attempt's hold is to be removed now
+  // (reading has stopped for good); true at most once per attempt.
+  bool StopReadingLocked(Attempt& attempt);
+  // Records the final status; the client call is finished once no write is
+  // in flight and nothing is held.
   void SetFinalStatus(grpc::Status status);
   void MaybeFinish();
   // Releases `lock` and deletes the call when nothing refers to it any more.
@@ -130,12 +155,16 @@ class RoutedGenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffe
   std::vector<std::unique_ptr<grpc::Alarm>> timers_;  // guarded by mu_
   bool first_response_seen_ = false;                  // guarded by mu_
   bool write_in_flight_ = false;                      // guarded by mu_
-  bool finish_called_ = false;                        // guarded by mu_
-  bool server_done_ = false;                          // guarded by mu_
-  int32_t attempts_outstanding_ = 0;                  // guarded by mu_; started, OnDone not yet run
-  Attempt* current_ = nullptr;                        // guarded by mu_; the attempt being relayed
-  std::vector<std::unique_ptr<Attempt>> attempts_;    // guarded by mu_; all, until deletion
-  std::vector<std::string> tried_;                    // guarded by mu_; backend addresses
+  bool client_gone_ = false;                          // guarded by mu_; a write failed
+  bool reading_paused_ = false;                       // guarded by mu_; held_ is full
+  std::vector<grpc::ByteBuffer> held_;                // guarded by mu_; read behind a write
+  grpc::ByteBuffer out_;              // guarded by mu_ until StartWrite; gRPC's until OnWriteDone
+  bool finish_called_ = false;        // guarded by mu_
+  bool server_done_ = false;          // guarded by mu_
+  int32_t attempts_outstanding_ = 0;  // guarded by mu_; started, OnDone not yet run
+  Attempt* current_ = nullptr;        // guarded by mu_; the attempt being relayed
+  std::vector<std::unique_ptr<Attempt>> attempts_;           // guarded by mu_; all, until deletion
+  std::vector<std::string> tried_;                           // guarded by mu_; backend addresses
   std::optional<Clock::time_point> wait_for_backend_until_;  // guarded by mu_
   std::optional<Clock::time_point> first_call_time_;         // guarded by mu_
   std::optional<grpc::Status> final_status_;                 // guarded by mu_

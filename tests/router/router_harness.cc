@@ -169,6 +169,20 @@ bool InProcessRouter::WaitForHealthy(size_t count, std::chrono::milliseconds tim
       timeout);
 }
 
+std::string GenerateOutcome::text() const {
+  std::string text;
+  for (const v1::GenerateResponse& response : responses) text += response.text();
+  return text;
+}
+
+std::vector<int32_t> GenerateOutcome::token_ids() const {
+  std::vector<int32_t> ids;
+  for (const v1::GenerateResponse& response : responses) {
+    ids.insert(ids.end(), response.token_ids().begin(), response.token_ids().end());
+  }
+  return ids;
+}
+
 GenerateOutcome RunGenerate(v1::Inference::Stub& stub, const v1::GenerateRequest& request,
                             std::chrono::milliseconds timeout) {
   GenerateOutcome outcome;

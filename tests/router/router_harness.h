@@ -124,6 +124,10 @@ class InProcessRouter {
 struct GenerateOutcome {
   grpc::Status status;
   std::vector<v1::GenerateResponse> responses;
+  // The stream's text and token ids, whichever responses carried them (the
+  // router merges responses that queue behind a write).
+  std::string text() const;
+  std::vector<int32_t> token_ids() const;
 };
 GenerateOutcome RunGenerate(v1::Inference::Stub& stub, const v1::GenerateRequest& request,
                             std::chrono::milliseconds timeout = std::chrono::seconds(30));

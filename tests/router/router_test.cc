@@ -29,6 +29,7 @@
 namespace strata::router {
 namespace {
 
+using ::testing::ElementsAre;
 using testing::Eventually;
 using testing::GenerateOutcome;
 using ::testing::HasSubstr;
@@ -59,8 +60,8 @@ TEST(RouterTest, RelaysTheStreamInOrderWithTheFinalStatus) {
   request.mutable_stopping()->set_max_tokens(5);
   const GenerateOutcome outcome = RunGenerate(router.stub(), request);
   ASSERT_TRUE(outcome.status.ok()) << outcome.status.error_message();
-  ASSERT_EQ(outcome.responses.size(), 5u);
-  for (int i = 0; i < 5; ++i) EXPECT_EQ(outcome.responses[i].text(), absl::StrCat("r", i));
+  EXPECT_EQ(outcome.text(), "r0r1r2r3r4");
+  EXPECT_THAT(outcome.token_ids(), ElementsAre(0, 1, 2, 3, 4));
   EXPECT_EQ(outcome.responses.back().finish_reason(), v1::FINISH_REASON_LENGTH);
   std::lock_guard<std::mutex> lock(scripted.mu_);
   EXPECT_EQ(scripted.last_request_.text(), "hello");
@@ -261,7 +262,7 @@ TEST(RouterTest, RetriesOnAnotherBackendWhenTheFirstIsUnavailableBeforeAnyRespon
   for (int i = 0; i < 6; ++i) {
     const GenerateOutcome outcome = RunGenerate(router.stub(), v1::GenerateRequest());
     ASSERT_TRUE(outcome.status.ok()) << outcome.status.error_message();
-    ASSERT_EQ(outcome.responses.size(), 5u);
+    ASSERT_EQ(outcome.token_ids().size(), 5u);
     EXPECT_EQ(outcome.responses[0].request_id(), "working");
   }
   EXPECT_GE(refusing.calls_.load(), 1);
@@ -283,7 +284,7 @@ TEST(RouterTest, AStreamCutAfterItsFirstResponseFailsUnavailableAsLostMidStream)
   ASSERT_TRUE(router.WaitForHealthy(2));
   router.pool().Update({a.address});
   const GenerateOutcome outcome = RunGenerate(router.stub(), v1::GenerateRequest());
-  EXPECT_EQ(outcome.responses.size(), 3u);
+  EXPECT_EQ(outcome.text(), "r0r1r2");
   EXPECT_EQ(outcome.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(outcome.status.error_message(),
               StartsWith(absl::StrCat(RoutedGenerateCall::kLostMidStream, " (backend ", a.address,
@@ -560,7 +561,85 @@ TEST(RouterTest, DrainingRefusesNewCallsAndLetsCallsInFlightFinish) {
   EXPECT_THAT(refused.status.error_message(), HasSubstr("draining"));
   client.join();
   EXPECT_TRUE(in_flight.status.ok());
-  EXPECT_EQ(in_flight.responses.size(), 10u);
+  EXPECT_EQ(in_flight.token_ids().size(), 10u);
+}
+
+grpc::ByteBuffer Serialized(const v1::GenerateResponse& response) {
+  grpc::ByteBuffer bytes;
+  bool own_buffer = false;
+  EXPECT_TRUE(
+      grpc::SerializationTraits<v1::GenerateResponse>::Serialize(response, &bytes, &own_buffer)
+          .ok());
+  return bytes;
+}
+
+TEST(RouterTest, MergedResponsesKeepEveryTokenInOrderAndTheLastOnesEnding) {
+  std::vector<grpc::ByteBuffer> parts;
+  for (int i = 0; i < 3; ++i) {
+    v1::GenerateResponse response;
+    response.set_text(absl::StrCat("t", i, i == 1 ? "\xc3\xa9" : ""));
+    response.add_token_ids(10 + i);
+    response.add_logprobs()->mutable_chosen()->set_logprob(-1.0f * i);
+    response.set_request_id("merge");
+    if (i == 2) {
+      response.set_finish_reason(v1::FINISH_REASON_STOP);
+      response.mutable_usage()->set_completion_tokens(3);
+    }
+    parts.push_back(Serialized(response));
+  }
+  absl::StatusOr<grpc::ByteBuffer> merged = MergeGenerateResponses(parts);
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  v1::GenerateResponse response;
+  ASSERT_TRUE(
+      grpc::SerializationTraits<v1::GenerateResponse>::Deserialize(&*merged, &response).ok());
+  EXPECT_EQ(response.text(), "t0t1\xc3\xa9t2");
+  EXPECT_THAT(response.token_ids(), ElementsAre(10, 11, 12));
+  ASSERT_EQ(response.logprobs_size(), 3);
+  EXPECT_EQ(response.logprobs(2).chosen().logprob(), -2.0f);
+  EXPECT_EQ(response.finish_reason(), v1::FINISH_REASON_STOP);
+  EXPECT_EQ(response.usage().completion_tokens(), 3);
+  EXPECT_EQ(response.request_id(), "merge");
+  // The parts themselves are left as they were.
+  v1::GenerateResponse first;
+  ASSERT_TRUE(grpc::SerializationTraits<v1::GenerateResponse>::Deserialize(&parts[0], &first).ok());
+  EXPECT_EQ(first.text(), "t0");
+
+  grpc::Slice junk("\xff\xff\xff", 3);
+  parts.push_back(grpc::ByteBuffer(&junk, 1));
+  EXPECT_FALSE(MergeGenerateResponses(parts).ok());
+}
+
+TEST(RouterTest, AStreamBehindASlowClientArrivesWholeAndInOrder) {
+  ScriptedBackend fast;
+  fast.responses_ = 300;
+  ServedBackend backend = ServeBackend(&fast);
+  InProcessRouter router({backend.address}, FastOptions());
+  ASSERT_TRUE(router.WaitForHealthy(1));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto reader = router.stub().Generate(&context, v1::GenerateRequest());
+  GenerateOutcome outcome;
+  v1::GenerateResponse response;
+  while (reader->Read(&response)) {
+    outcome.responses.push_back(response);
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+  outcome.status = reader->Finish();
+  ASSERT_TRUE(outcome.status.ok()) << outcome.status.error_message();
+  std::string expected_text;
+  std::vector<int32_t> expected_ids;
+  for (int i = 0; i < 300; ++i) {
+    expected_text += absl::StrCat("r", i);
+    expected_ids.push_back(i);
+  }
+  EXPECT_EQ(outcome.text(), expected_text);
+  EXPECT_EQ(outcome.token_ids(), expected_ids);
+  EXPECT_EQ(outcome.responses.back().finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(outcome.responses.back().usage().completion_tokens(), 300);
+  for (size_t i = 0; i + 1 < outcome.responses.size(); ++i) {
+    EXPECT_EQ(outcome.responses[i].finish_reason(), v1::FINISH_REASON_UNSPECIFIED) << i;
+  }
+  std::printf("300 backend responses reached the slow client as %zu\n", outcome.responses.size());
 }
 
 TEST(RouterTest, RelaysManyConcurrentStreamsOverSeveralBackends) {
@@ -582,11 +661,11 @@ TEST(RouterTest, RelaysManyConcurrentStreamsOverSeveralBackends) {
     clients.emplace_back([&, i] {
       const GenerateOutcome outcome = RunGenerate(router.stub(), {});
       outcomes[i] = absl::StrCat(outcome.status.error_code(), " ", outcome.status.error_message(),
-                                 ", ", outcome.responses.size(), " responses");
+                                 ", ", outcome.token_ids().size(), " tokens");
     });
   }
   for (auto& client : clients) client.join();
-  for (const std::string& outcome : outcomes) EXPECT_EQ(outcome, "0 , 20 responses");
+  for (const std::string& outcome : outcomes) EXPECT_EQ(outcome, "0 , 20 tokens");
   int total = 0;
   for (const auto& backend : scripted) total += backend->calls_.load();
   EXPECT_EQ(total, kStreams);
