@@ -245,6 +245,32 @@ TEST(ParallelReplicaTest, KillingAFollowerMidGenerationStopsTheWholeReplica) {
       << "the leader must report NOT_SERVING before it exits";
 }
 
+// With the default collective timeout (30 s). The store sees a rank's death
+// at once, and the leader asks it before each heartbeat (1 s), whatever its
+// own step is doing: a Gloo send already pending to the dead rank would
+// otherwise wait out the collective timeout.
+TEST(ParallelReplicaTest, AFollowerKilledWhileIdleStopsTheReplicaWithinSeconds) {
+  TempDir logs;
+  absl::StatusOr<ReplicaProcesses> replica =
+      LaunchReplica(STRATA_MODEL_DIR, /*tp=*/2, /*pp=*/1, {}, logs.path());
+  ASSERT_TRUE(replica.ok()) << replica.status();
+  ServerProcess& leader = replica->ranks[0];
+  ASSERT_TRUE(WaitUntilServing(leader).ok()) << leader.process->Stderr();
+  HealthWatch watch(leader.address);
+  const auto killed_at = std::chrono::steady_clock::now();
+  replica->ranks[1].process->Signal(SIGKILL);
+
+  const std::optional<int> code = leader.process->WaitForExit(std::chrono::seconds(10));
+  ASSERT_TRUE(code.has_value()) << "the leader still runs 10 s after rank 1 died";
+  EXPECT_LT(std::chrono::steady_clock::now() - killed_at, std::chrono::seconds(5));
+  EXPECT_NE(*code, 0);
+  EXPECT_THAT(leader.process->Stderr(), HasSubstr("rank 1 lost (its process exited)"));
+  const std::vector<HealthCheckResponse::ServingStatus> statuses = watch.statuses();
+  ASSERT_FALSE(statuses.empty());
+  EXPECT_EQ(statuses.back(), HealthCheckResponse::NOT_SERVING)
+      << "the leader must report NOT_SERVING before it exits";
+}
+
 // What the kubelet does when a LeaderWorkerSet group goes: SIGTERM to every
 // pod at once. Followers keep stepping while the leader drains, so the stream
 // in flight completes; then the leader shuts the replica down and all exit 0.

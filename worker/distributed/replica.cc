@@ -399,6 +399,17 @@ class LeaderModel final : public model::Model {
                           [this] { return stopping_ || !broken_.ok(); });
         if (stopping_ || !broken_.ok()) return;
       }
+      // The store knows at once when a rank's process dies (its presence
+      // connection closes without a goodbye). Gloo does not fail a send to
+      // a peer whose connection closed: a step or heartbeat would wait out
+      // the collective timeout to find out, so ask the store first, without
+      // waiting for the step in progress.
+      absl::StatusOr<std::vector<int>> lost = rank_->session_->store().LostRanks();
+      if (lost.ok() && !lost->empty()) {
+        Break(absl::UnavailableError(
+            absl::StrCat("rank ", absl::StrJoin(*lost, ","), " lost (its process exited)")));
+        return;
+      }
       std::lock_guard<std::mutex> world_lock(world_mu_);
       if (absl::Now() - last_plan_ < heartbeat_period_) continue;
       absl::Status status = BroadcastPlan(*rank_->world_, PlanKind::kHeartbeat, nullptr);
