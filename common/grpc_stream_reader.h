@@ -6,8 +6,8 @@
 // polls gRPC's one shared epoll set (the epoll1 engine), so it takes the
 // events of every connection in the process and hands their callbacks to
 // gRPC's callback threads with a wake-up each. The router's long-lived watch
-// streams (health and load, per backend) did a third of its event handling
-// that way under load, and a load generator's client threads (one per
+// streams (health and load, per backend) did about a quarter of its event
+// handling that way under load, and a load generator's client threads (one per
 // stream in flight) all competed to poll. A thread waiting on a condition
 // variable polls nothing.
 //
