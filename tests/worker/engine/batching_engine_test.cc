@@ -156,6 +156,19 @@ TEST(BatchingEngineTest, CancellingPipelinedRequestsMidStreamFreesEverything) {
   fakes::FakeModel* model = nullptr;
   fakes::FakeModelOptions options;
   options.batches_in_flight = 3;
+  // The model stops at a sequence's 6th generated token until the cancels
+  // are sent (for at most 10 s), so the cancelled requests are mid-stream
+  // however late the test's own thread gets to run on a loaded machine.
+  absl::Notification gate_reached;
+  absl::Notification cancels_sent;
+  const int32_t vocab = options.vocab_size;
+  options.next_token = [&gate_reached, &cancels_sent, vocab](std::span<const int32_t> history) {
+    if (history.size() >= 3 + 5) {
+      if (!gate_reached.HasBeenNotified()) gate_reached.Notify();
+      cancels_sent.WaitForNotificationWithTimeout(absl::Seconds(10));
+    }
+    return fakes::FakeModel::DefaultNextToken(history, vocab);
+  };
   std::unique_ptr<Engine> engine = MakeEngine(options, {}, &model);
   std::vector<std::unique_ptr<OutputCollector>> outs;
   for (int i = 0; i < 9; ++i) {
@@ -164,8 +177,9 @@ TEST(BatchingEngineTest, CancellingPipelinedRequestsMidStreamFreesEverything) {
     outs.push_back(std::make_unique<OutputCollector>());
     ASSERT_TRUE(engine->Submit(request, outs.back()->Callback()).ok());
   }
-  while (outs[0]->token_ids().size() < 5) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_TRUE(gate_reached.WaitForNotificationWithTimeout(absl::Seconds(10)));
   for (int i = 0; i < 9; i += 2) engine->Cancel(absl::StrCat("r", i));
+  cancels_sent.Notify();
   for (int i = 0; i < 9; ++i) {
     ASSERT_TRUE(outs[i]->WaitFinished()) << "request " << i;
     const GenerationOutput last = outs[i]->last();
